@@ -1,0 +1,38 @@
+"""Practical Keras/TensorFlow recipes, each one self-contained module.
+
+A recipe imports only the standard library, numpy and tensorflow, never another recipe,
+so a user can copy one file into a project. ``python -m recipes`` lists them and
+``python -m recipes.<name>`` runs one's ``demo()``.
+"""
+
+import ast
+import pathlib
+
+PACKAGE_DIR = pathlib.Path(__file__).parent
+
+
+def recipe_names():
+    """The recipe modules in this package, sorted; private and package files excluded."""
+    return sorted(
+        path.stem
+        for path in PACKAGE_DIR.glob("*.py")
+        if not path.stem.startswith("_") and path.stem not in {"__init__", "__main__"}
+    )
+
+
+def header_fields(name):
+    """Parses a recipe's header docstring into {field: text} without importing it."""
+    source = (PACKAGE_DIR / f"{name}.py").read_text()
+    docstring = ast.get_docstring(ast.parse(source)) or ""
+    fields, current = {}, None
+    for line in docstring.splitlines():
+        label, colon, rest = line.partition(":")
+        if colon and not line.startswith(" ") and label in HEADER_FIELDS:
+            current = label
+            fields[current] = rest.strip()
+        elif current is not None:
+            fields[current] = (fields[current] + "\n" + line).strip()
+    return fields
+
+
+HEADER_FIELDS = ("Title", "Problem", "Recipe", "Pitfalls", "Versions", "Sources", "Run")

@@ -1,0 +1,27 @@
+"""``python -m recipes`` lists the recipes; ``python -m recipes --demo`` runs every demo()."""
+
+import importlib
+import sys
+
+from recipes import header_fields, recipe_names
+
+
+def main(argv):
+    names = recipe_names()
+    if "--demo" not in argv:
+        for name in names:
+            print(f"{name:28} {header_fields(name)['Title']}")
+        print("\nRun one: python -m recipes.<name>    Run all: python -m recipes --demo")
+        return 0
+    import tensorflow as tf
+    from tensorflow import keras
+
+    print(f"tensorflow {tf.__version__}, keras module {keras.__name__}")
+    for name in names:
+        print(f"\n=== recipes.{name}: {header_fields(name)['Title']}")
+        importlib.import_module(f"recipes.{name}").demo()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
