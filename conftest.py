@@ -38,7 +38,9 @@ hypothesis.settings.register_profile(
 )
 hypothesis.settings.register_profile("thorough", max_examples=300, deadline=None)
 # HYPOTHESIS_PROFILE wins; otherwise CI=true picks "ci", as Hypothesis itself does.
-HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
+    "ci" if os.environ.get("CI") else "dev"
+)
 hypothesis.settings.load_profile(HYPOTHESIS_PROFILE)
 
 

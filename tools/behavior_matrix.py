@@ -6,10 +6,12 @@ This script joins them into one table, a row per behaviour and a column per stac
 when a stack is missing or a behaviour was not observed on every stack, so the page can only
 say what the tests saw everywhere.
 
-Run: tox -e matrix   (after the five stacks: tox -p)
+Run: tox -e matrix             (after the five stacks: tox -p) rewrites the page;
+     tox -e matrix -- --check  fails, printing the difference, if the page is stale.
 """
 
 import argparse
+import difflib
 import json
 import pathlib
 import sys
@@ -71,15 +73,28 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--observations", default="build/observations")
     parser.add_argument("--output", default="docs/behavior-matrix.md")
+    parser.add_argument("--check", action="store_true", help="compare, do not write")
     arguments = parser.parse_args(argv)
     try:
         page = render(load_observations(arguments.observations))
     except ValueError as error:
         print(f"behavior_matrix: {error}", file=sys.stderr)
         return 1
-    pathlib.Path(arguments.output).write_text(page)
-    print(f"wrote {arguments.output}")
-    return 0
+    output = pathlib.Path(arguments.output)
+    if not arguments.check:
+        output.write_text(page)
+        print(f"wrote {output}")
+        return 0
+    committed = output.read_text() if output.is_file() else ""
+    if committed == page:
+        print(f"{output} matches what the tests observed on every stack")
+        return 0
+    diff = difflib.unified_diff(
+        committed.splitlines(), page.splitlines(), str(output), "observed", lineterm=""
+    )
+    print("\n".join(diff))
+    print(f"behavior_matrix: {output} is stale; run tox -p, then tox -e matrix", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
