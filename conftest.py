@@ -5,7 +5,6 @@ version split is written once (``if keras_major >= 3: ... else: ...``) and asser
 sides in every environment.
 """
 
-import importlib.metadata
 import json
 import os
 import pathlib
@@ -17,17 +16,15 @@ import pytest
 import tensorflow as tf
 from tensorflow import keras
 
+from recipes import installed_keras_version
+
 # `keras.version()` exists on every Keras 3 and on no Keras 2 (see RECIPE_STYLE.md).
 KERAS_MAJOR = 3 if hasattr(keras, "version") else 2
 # With TF_USE_LEGACY_KERAS=1, `from tensorflow import keras` is the tf_keras package.
 USES_TF_KERAS = keras.__name__.startswith("tf_keras")
 TF_VERSION = tuple(int(part) for part in tf.__version__.split(".")[:2])
-if USES_TF_KERAS:
-    KERAS_VERSION = importlib.metadata.version("tf-keras")
-elif KERAS_MAJOR >= 3:
-    KERAS_VERSION = keras.version()
-else:
-    KERAS_VERSION = importlib.metadata.version("keras")
+# "2.12.0", "2.15.0", "3.0.5", "3.15.1" or "2.21.0 (tf-keras)".
+KERAS_VERSION = installed_keras_version()
 # The tox env name labels the stack in the behaviour matrix; outside tox, describe it.
 STACK = os.environ.get("TOX_ENV_NAME") or f"tf{tf.__version__}-keras{KERAS_VERSION}"
 
@@ -45,9 +42,8 @@ hypothesis.settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 def pytest_report_header(config):
-    tf_keras = " (tf-keras, TF_USE_LEGACY_KERAS=1)" if USES_TF_KERAS else ""
     return (
-        f"stack {STACK}: tensorflow {tf.__version__}, keras {KERAS_VERSION}{tf_keras}, "
+        f"stack {STACK}: tensorflow {tf.__version__}, keras {KERAS_VERSION}, "
         f"numpy {np.__version__}, hypothesis profile {HYPOTHESIS_PROFILE}"
     )
 
@@ -121,7 +117,7 @@ def pytest_sessionfinish(session, exitstatus):
     record = {
         "stack": STACK,
         "tensorflow": tf.__version__,
-        "keras": KERAS_VERSION + (" (tf-keras)" if USES_TF_KERAS else ""),
+        "keras": KERAS_VERSION,
         "python": sys.version.split()[0],
         "observations": [
             {"recipe": recipe, "behaviour": behaviour, "outcome": outcome}

@@ -6,6 +6,7 @@ so a user can copy one file into a project. ``python -m recipes`` lists them and
 """
 
 import ast
+import importlib.metadata
 import pathlib
 
 PACKAGE_DIR = pathlib.Path(__file__).parent
@@ -36,3 +37,15 @@ def header_fields(name):
 
 
 HEADER_FIELDS = ("Title", "Problem", "Recipe", "Pitfalls", "Versions", "Sources", "Run")
+
+
+def installed_keras_version():
+    """The version of the Keras behind `from tensorflow import keras`, tf-keras marked."""
+    from tensorflow import keras
+
+    if keras.__name__.startswith("tf_keras"):
+        return importlib.metadata.version("tf-keras") + " (tf-keras)"
+    if hasattr(keras, "version"):
+        return keras.version()
+    # Keras 2.15 has no keras.__version__; the bundled `keras` package records it.
+    return importlib.metadata.version("keras")

@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-from recipes import header_fields, recipe_names
+from recipes import header_fields, installed_keras_version, recipe_names
 
 
 def main(argv):
@@ -14,9 +14,8 @@ def main(argv):
         print("\nRun one: python -m recipes.<name>    Run all: python -m recipes --demo")
         return 0
     import tensorflow as tf
-    from tensorflow import keras
 
-    print(f"tensorflow {tf.__version__}, keras module {keras.__name__}")
+    print(f"tensorflow {tf.__version__}, keras {installed_keras_version()}")
     for name in names:
         print(f"\n=== recipes.{name}: {header_fields(name)['Title']}")
         importlib.import_module(f"recipes.{name}").demo()
