@@ -1,0 +1,439 @@
+import re
+
+import hypothesis
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow import keras
+
+from conftest import KERAS_MAJOR, KERAS_VERSION
+from recipes import tensor_ops
+
+KERAS_MAJOR_MINOR = tuple(int(part) for part in KERAS_VERSION.split(".")[:2])
+FINITE_FLOATS = st.floats(-100, 100, allow_nan=False, allow_infinity=False, width=32)
+KERAS_TENSOR_MESSAGE = "A KerasTensor cannot be used as input to a TensorFlow function"
+
+
+@st.composite
+def arrays_with_a_unit_axis(draw):
+    """A float32 array with a size-1 axis inserted after the batch axis, and that axis."""
+    base_shape = draw(hnp.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=4))
+    axis = draw(st.integers(1, len(base_shape)))
+    shape = base_shape[:axis] + (1,) + base_shape[axis:]
+    values = draw(hnp.arrays(np.float32, shape, elements=FINITE_FLOATS))
+    return values, axis - len(shape) if draw(st.booleans()) else axis
+
+
+@st.composite
+def arrays_to_concatenate(draw):
+    """Two or three float32 arrays that share every size but the one along the drawn axis."""
+    shape = list(draw(hnp.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=4)))
+    axis = draw(st.integers(0, len(shape) - 1))
+    arrays = []
+    for _ in range(draw(st.integers(2, 3))):
+        shape[axis] = draw(st.integers(1, 3))
+        arrays.append(draw(hnp.arrays(np.float32, tuple(shape), elements=FINITE_FLOATS)))
+    return arrays, axis - len(shape) if draw(st.booleans()) else axis
+
+
+# --- Which APIs exist, and that they agree ------------------------------------------------
+
+
+def test_backend_squeeze_concatenate_get_value_exist_on_every_stack(observe):
+    for name in ("squeeze", "concatenate", "get_value"):
+        assert callable(getattr(keras.backend, name))
+    # On Keras 3, `from tensorflow import keras` is Keras 3's tf.keras compat namespace.
+    if KERAS_MAJOR >= 3:
+        assert keras.__name__ == "keras._tf_keras.keras"
+    else:
+        assert keras.__name__.endswith("api._v2.keras")
+    observe(
+        "keras.backend.squeeze / concatenate / get_value (from tensorflow import keras)", "present"
+    )
+
+
+def test_keras_ops_squeeze_and_concatenate_exist_only_on_keras_3(keras_major, observe):
+    if keras_major >= 3:
+        assert callable(keras.ops.squeeze) and callable(keras.ops.concatenate)
+        assert set(tensor_ops.squeeze_functions()) >= {"keras.ops.squeeze"}
+        observe("keras.ops.squeeze / keras.ops.concatenate", "present")
+    else:
+        assert not hasattr(keras, "ops")
+        assert "keras.ops.squeeze" not in tensor_ops.squeeze_functions()
+        assert "keras.ops.concatenate" not in tensor_ops.concatenate_functions()
+        observe("keras.ops.squeeze / keras.ops.concatenate", "absent")
+
+
+def test_every_squeeze_api_on_the_stack_gives_numpys_answer(observe):
+    @hypothesis.given(arrays_with_a_unit_axis())
+    def check(case):
+        values, axis = case
+        expected = np.squeeze(values, axis=axis)
+        for name, squeeze in tensor_ops.squeeze_functions().items():
+            result = np.asarray(squeeze(tf.constant(values), axis))
+            assert result.shape == expected.shape, name
+            np.testing.assert_allclose(result, expected, rtol=0, atol=0, err_msg=name)
+
+    check()
+    observe("squeeze APIs vs np.squeeze", " = ".join(tensor_ops.squeeze_functions()) + " = numpy")
+
+
+def _keras_3_0_concatenate_build_error(shapes, axis):
+    """The error Keras 3.0.5's Concatenate.build raises for these input shapes, or None.
+
+    A transcription of that build: it deletes the size-1 axes (other than the joined one) from
+    each shape while walking the original indices, so later deletions hit the wrong axis or run
+    past the shortened list, and it then deletes the joined axis by the index the caller gave.
+    """
+    reduced_shapes = set()
+    for shape in shapes:
+        reduced = list(shape)
+        for index, size in enumerate(shape[1:], start=1):
+            if index != axis % len(shape) and size == 1:
+                if index >= len(reduced):
+                    return IndexError
+                del reduced[index]
+        if len(reduced) > axis:
+            if -axis > len(reduced):
+                return IndexError
+            del reduced[axis]
+        reduced_shapes.add(tuple(reduced))
+    if any(
+        len({reduced[index] for reduced in reduced_shapes}) > 1 for index in range(len(reduced))
+    ):
+        return ValueError
+    return None
+
+
+def test_every_concatenate_api_on_the_stack_gives_numpys_answer(observe):
+    @hypothesis.given(arrays_to_concatenate())
+    def check(case):
+        arrays, axis = case
+        expected = np.concatenate(arrays, axis=axis)
+        tensors = [tf.constant(array) for array in arrays]
+        for name, concatenate in tensor_ops.concatenate_functions().items():
+            build_error = _keras_3_0_concatenate_build_error(
+                [array.shape for array in arrays], axis
+            )
+            if name == "keras.layers.Concatenate" and KERAS_MAJOR_MINOR == (3, 0) and build_error:
+                with pytest.raises(
+                    build_error, match="index out of range|requires inputs with matching shapes"
+                ):
+                    concatenate(tensors, axis)
+                continue
+            result = np.asarray(concatenate(tensors, axis))
+            assert result.shape == expected.shape, name
+            np.testing.assert_allclose(result, expected, rtol=0, atol=0, err_msg=name)
+
+    check()
+    exception = ", except Concatenate on some size-1 axes" if KERAS_MAJOR_MINOR == (3, 0) else ""
+    observe(
+        "concatenate APIs vs np.concatenate",
+        " = ".join(tensor_ops.concatenate_functions()) + " = numpy" + exception,
+    )
+
+
+def test_concatenate_layer_rejects_valid_inputs_with_unit_axes_only_on_keras_3_0(observe):
+    """keras-team/keras#20430 reports the IndexError; the ValueError has the same cause."""
+    cases = [
+        ([(1, 1, 1), (1, 1, 1)], 0, IndexError, "list assignment index out of range"),
+        ([(1, 1, 1, 1, 5), (1, 1, 1, 1, 5)], -1, IndexError, "list assignment index out of range"),
+        ([(2, 1, 1), (2, 1, 2)], 2, ValueError, "requires inputs with matching shapes"),
+    ]
+    for shapes, axis, keras_3_0_error, message in cases:
+        assert _keras_3_0_concatenate_build_error(shapes, axis) is keras_3_0_error
+        arrays = [np.full(shape, position, "float32") for position, shape in enumerate(shapes)]
+        tensors = [tf.constant(array) for array in arrays]
+        # tf.concat, which the layer wraps, joins the same tensors on every stack.
+        expected = np.concatenate(arrays, axis=axis)
+        np.testing.assert_allclose(tf.concat(tensors, axis=axis), expected, rtol=0, atol=0)
+        behaviour = f"keras.layers.Concatenate(axis={axis}) of {' and '.join(map(str, shapes))}"
+        if KERAS_MAJOR_MINOR == (3, 0):
+            with pytest.raises(keras_3_0_error, match=message):
+                keras.layers.Concatenate(axis=axis)(tensors)
+            observe(behaviour, keras_3_0_error.__name__)
+        else:
+            joined = keras.layers.Concatenate(axis=axis)(tensors)
+            np.testing.assert_allclose(joined, expected, rtol=0, atol=0)
+            observe(behaviour, "works")
+        if KERAS_MAJOR >= 3:
+            joined = keras.ops.concatenate(tensors, axis=axis)
+            np.testing.assert_allclose(joined, expected, rtol=0, atol=0)
+
+
+# --- keras.Input: TF functions versus layers ----------------------------------------------
+
+
+def test_tf_functions_on_keras_input_work_on_keras_2_and_raise_on_keras_3(keras_major, observe):
+    inputs = keras.Input((3, 1))
+    tf_functions = {
+        "tf.squeeze": lambda: tf.squeeze(inputs, axis=-1),
+        "tf.concat": lambda: tf.concat([inputs, inputs], axis=-1),
+        "keras.backend.squeeze": lambda: keras.backend.squeeze(inputs, -1),
+    }
+    for name, build in tf_functions.items():
+        if keras_major >= 3:
+            with pytest.raises(ValueError, match=KERAS_TENSOR_MESSAGE):
+                build()
+        else:
+            assert tuple(build().shape)[1:] in {(3,), (3, 2)}, name
+    if keras_major >= 3:
+        with pytest.raises(AttributeError, match="rank"):
+            keras.backend.concatenate([inputs, inputs], axis=-1)
+        observe(
+            "tf.squeeze / tf.concat / keras.backend.squeeze on keras.Input",
+            "ValueError: KerasTensor",
+        )
+        observe("keras.backend.concatenate on keras.Input, axis=-1", "AttributeError")
+    else:
+        assert tuple(keras.backend.concatenate([inputs, inputs], axis=-1).shape) == (None, 3, 2)
+        observe("tf.squeeze / tf.concat / keras.backend.squeeze on keras.Input", "works")
+        observe("keras.backend.concatenate on keras.Input, axis=-1", "works")
+
+
+def test_reshape_and_concatenate_layers_on_keras_input_build_a_working_model(keras_major, observe):
+    inputs = keras.Input((3, 1))
+    squeezed = tensor_ops.squeeze_with_reshape_layer(inputs, -1)
+    joined = keras.layers.Concatenate(axis=1)([squeezed, squeezed])
+    model = keras.Model(inputs, joined)
+    values = np.arange(6, dtype="float32").reshape(2, 3, 1)
+    expected = np.concatenate([values[..., 0], values[..., 0]], axis=1)
+    np.testing.assert_allclose(model.predict(values, verbose=0), expected, rtol=0, atol=0)
+    observe("keras.layers.Reshape / Concatenate on keras.Input", "works")
+    if keras_major >= 3:
+        ops_output = keras.ops.concatenate([keras.ops.squeeze(inputs, -1)] * 2, axis=1)
+        ops_model = keras.Model(inputs, ops_output)
+        np.testing.assert_allclose(ops_model.predict(values, verbose=0), expected, rtol=0, atol=0)
+        observe("keras.ops.squeeze / concatenate on keras.Input", "works")
+    else:
+        assert not hasattr(keras, "ops")
+        observe("keras.ops.squeeze / concatenate on keras.Input", "absent")
+
+
+# --- Squeezing an axis whose size is not 1 -------------------------------------------------
+
+
+def test_tf_squeeze_on_a_non_unit_axis_raises_invalid_argument_error_eagerly_value_error_traced(
+    observe,
+):
+    tensor = tf.ones((2, 3, 1))
+    # The docstring promises ValueError, yet the eager error is not one.
+    assert re.search(r"ValueError: .*axis cannot be squeezed", " ".join(tf.squeeze.__doc__.split()))
+    assert not issubclass(tf.errors.InvalidArgumentError, ValueError)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Can not squeeze dim"):
+        tf.squeeze(tensor, axis=1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Can not squeeze dim"):
+        keras.backend.squeeze(tensor, 1)
+    with pytest.raises(ValueError, match="size not equal to one"):
+        np.squeeze(np.ones((2, 3, 1)), axis=1)
+    observe(
+        "tf.squeeze / keras.backend.squeeze on an axis of size 3, eager", "InvalidArgumentError"
+    )
+
+    @tf.function
+    def squeeze_middle_axis(tensor):
+        return tf.squeeze(tensor, axis=1)
+
+    with pytest.raises(ValueError, match="Can not squeeze dim"):
+        squeeze_middle_axis(tensor)
+    observe("tf.squeeze on an axis of size 3 in tf.function (static shape)", "ValueError (trace)")
+
+
+def test_keras_ops_squeeze_error_for_a_bad_axis_depends_on_the_keras_version(observe):
+    tensor = tf.ones((2, 3, 1))
+    if KERAS_MAJOR == 2:
+        assert not hasattr(keras, "ops")
+        observe("keras.ops.squeeze on an axis of size 3", "absent")
+        observe("keras.ops.squeeze on axis 5 of a rank-3 tensor", "absent")
+    elif KERAS_MAJOR_MINOR < (3, 15):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="Can not squeeze dim"):
+            keras.ops.squeeze(tensor, 1)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="Tried to squeeze dim index 5"):
+            keras.ops.squeeze(tensor, 5)
+        observe("keras.ops.squeeze on an axis of size 3", "InvalidArgumentError")
+        observe("keras.ops.squeeze on axis 5 of a rank-3 tensor", "InvalidArgumentError")
+    else:
+        with pytest.raises(ValueError, match="Cannot squeeze axis=1"):
+            keras.ops.squeeze(tensor, 1)
+        with pytest.raises(IndexError):
+            keras.ops.squeeze(tensor, 5)
+        observe("keras.ops.squeeze on an axis of size 3", "ValueError: Cannot squeeze axis")
+        observe("keras.ops.squeeze on axis 5 of a rank-3 tensor", "IndexError")
+
+
+@hypothesis.given(arrays_with_a_unit_axis())
+def test_squeeze_axis_gives_numpys_answer_on_a_unit_axis(case):
+    values, axis = case
+    np.testing.assert_allclose(
+        tensor_ops.squeeze_axis(values, axis), np.squeeze(values, axis=axis), rtol=0, atol=0
+    )
+
+
+def test_squeeze_axis_raises_value_error_naming_the_axis_and_its_size(observe):
+    @hypothesis.given(hnp.array_shapes(min_dims=1, max_dims=4, min_side=2, max_side=4), st.data())
+    def check(shape, data):
+        axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+        with pytest.raises(ValueError, match=rf"axis={axis}: its size is {shape[axis]}, not 1"):
+            tensor_ops.squeeze_axis(tf.zeros(shape), axis)
+
+    check()
+    observe("squeeze_axis on an axis whose size is not 1", "ValueError naming axis and size")
+
+
+def test_squeeze_axis_rejects_an_out_of_range_or_non_integer_axis():
+    cases = [
+        (3, "axis=3 is out of range for a tensor of rank 3"),
+        (-4, "axis=-4 is out of range"),
+        (1.0, "axis must be an integer, got axis=1.0"),
+        (True, "axis must be an integer, got axis=True"),
+        ("1", "axis must be an integer, got axis='1'"),
+    ]
+    for axis, message in cases:
+        with pytest.raises(ValueError, match=message):
+            tensor_ops.squeeze_axis(np.ones((2, 1, 1)), axis)
+
+
+def test_squeeze_axis_leaves_an_unknown_size_to_tf_squeeze_when_the_function_runs():
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None])])
+    def squeeze_middle_axis(tensor):
+        return tensor_ops.squeeze_axis(tensor, 1)
+
+    assert squeeze_middle_axis(tf.ones((2, 1, 3))).shape == (2, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Can not squeeze dim"):
+        squeeze_middle_axis(tf.ones((2, 3, 1)))
+
+
+def test_squeeze_with_reshape_layer_rejects_the_batch_axis_and_non_unit_axes():
+    cases = [
+        (0, "axis=0 is the batch axis"),
+        (-3, "axis=-3 is the batch axis"),
+        (2, "axis=2: its size is 3"),
+    ]
+    for axis, message in cases:
+        with pytest.raises(ValueError, match=message):
+            tensor_ops.squeeze_with_reshape_layer(np.ones((1, 1, 3), "float32"), axis)
+
+
+def test_backend_concatenate_of_numpy_arrays_with_a_negative_axis_raises_attribute_error(observe):
+    arrays = [np.ones((2, 1), "float32"), np.zeros((2, 1), "float32")]
+    with pytest.raises(AttributeError, match="rank"):
+        keras.backend.concatenate(arrays)
+    with pytest.raises(AttributeError, match="rank"):
+        keras.backend.concatenate(arrays, axis=-1)
+    expected = np.concatenate(arrays, axis=1)
+    np.testing.assert_allclose(keras.backend.concatenate(arrays, axis=1), expected, rtol=0, atol=0)
+    tensors = [tf.constant(array) for array in arrays]
+    np.testing.assert_allclose(keras.backend.concatenate(tensors), expected, rtol=0, atol=0)
+    observe("keras.backend.concatenate of numpy arrays, axis=-1", "AttributeError")
+
+
+# --- Printing --------------------------------------------------------------------------
+
+
+def _tf_print_lines(log_path):
+    return log_path.read_text().splitlines() if log_path.exists() else []
+
+
+def test_python_print_runs_once_at_trace_time_and_tf_print_on_every_call(tmp_path, capsys, observe):
+    log_path = tmp_path / "tf_print.log"
+    double = tensor_ops.make_traced_printer(log_path)
+    results = [double(tf.constant(value)) for value in (1.0, 2.0, 3.0)]
+    python_lines = capsys.readouterr().out.splitlines()
+    assert [float(result) for result in results] == [2.0, 4.0, 6.0]
+    assert len(python_lines) == 1 and "python print, tracing" in python_lines[0]
+    assert "shape=()" in python_lines[0]  # The traced tensor is symbolic: a shape, no value.
+    assert _tf_print_lines(log_path) == [f"tf.print, running: {value}" for value in (1, 2, 3)]
+    observe("three calls of a tf.function: Python print / tf.print lines", "1 / 3")
+
+
+def test_a_new_input_shape_or_python_number_traces_again_and_reruns_python_print(
+    tmp_path, capsys, observe
+):
+    shape_log, number_log = tmp_path / "shapes.log", tmp_path / "numbers.log"
+    double = tensor_ops.make_traced_printer(shape_log)
+    for tensor in (tf.constant(1.0), tf.constant(2.0), tf.constant([1.0, 2.0])):
+        double(tensor)
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert len(_tf_print_lines(shape_log)) == 3
+    observe("tf.function called with a new input shape", "traces again: Python print runs again")
+
+    double = tensor_ops.make_traced_printer(number_log)
+    for value in (1.0, 2.0, 3.0):
+        double(value)
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert len(_tf_print_lines(number_log)) == 3
+    observe("tf.function called with Python floats 1.0, 2.0, 3.0", "3 traces")
+
+
+@tf.function
+def _tf_print_to_default_stream(tensor):
+    tf.print("tf.print default stream:", tensor)
+    return tensor
+
+
+def test_tf_print_bypasses_sys_stderr_so_capsys_sees_nothing(capsys):
+    _tf_print_to_default_stream(tf.constant(7))
+    captured = capsys.readouterr()
+    assert "tf.print default stream" not in captured.out + captured.err
+
+
+def test_tf_print_default_output_reaches_the_stderr_file_descriptor(capfd, observe):
+    _tf_print_to_default_stream(tf.constant(7))
+    assert "tf.print default stream: 7" in capfd.readouterr().err
+    observe("tf.print default output under pytest", "capfd (fd 2) sees it, capsys does not")
+
+
+def test_numpy_and_get_value_return_equal_arrays_eagerly(observe):
+    @hypothesis.given(
+        hnp.arrays(np.float32, hnp.array_shapes(max_dims=3, max_side=4), elements=FINITE_FLOATS)
+    )
+    def check(values):
+        for value in (tf.constant(values), tf.Variable(values)):
+            from_numpy, from_get_value = value.numpy(), keras.backend.get_value(value)
+            assert isinstance(from_numpy, np.ndarray) and isinstance(from_get_value, np.ndarray)
+            np.testing.assert_allclose(from_numpy, values, rtol=0, atol=0)
+            np.testing.assert_allclose(from_get_value, values, rtol=0, atol=0)
+
+    check()
+    # A seeded initializer: an unseeded one trips a DeprecationWarning inside Keras 2.12 and 2.15.
+    layer = keras.layers.Dense(2, kernel_initializer=keras.initializers.GlorotUniform(seed=1))
+    layer.build((None, 3))
+    np.testing.assert_allclose(
+        layer.kernel.numpy(), keras.backend.get_value(layer.kernel), rtol=0, atol=0
+    )
+    observe(
+        ".numpy() vs keras.backend.get_value, eager (tensor, variable, layer weight)",
+        "equal arrays",
+    )
+
+
+def test_numpy_and_get_value_raise_attribute_error_inside_tf_function(observe):
+    @tf.function
+    def call_numpy(tensor):
+        return tensor.numpy()
+
+    @tf.function
+    def call_get_value(tensor):
+        return keras.backend.get_value(tensor)
+
+    for function in (call_numpy, call_get_value):
+        with pytest.raises(AttributeError, match="has no attribute 'numpy'"):
+            function(tf.constant([1.0, 2.0]))
+    observe(".numpy() / keras.backend.get_value inside tf.function", "AttributeError")
+
+
+def test_make_traced_printer_rejects_a_bad_log_path():
+    for log_path in ["", None, 3, "/no/such/directory/tf_print.log"]:
+        with pytest.raises(ValueError, match=f"log_path={log_path!r}"):
+            tensor_ops.make_traced_printer(log_path)
+
+
+def test_demo_shows_every_api_and_the_print_counts(capsys):
+    tensor_ops.demo()
+    output = capsys.readouterr().out
+    for name in list(tensor_ops.squeeze_functions()) + list(tensor_ops.concatenate_functions()):
+        assert f"{name}(" in output
+    assert "squeeze_axis: ValueError: cannot squeeze axis=1: its size is 3" in output
+    assert "Python print ran 1 time(s)" in output and "tf.print ran 3 times" in output
