@@ -82,6 +82,10 @@ def test_loading_without_custom_objects_fails_with_an_error_that_varies(
     """Keras 2.15 and tf-keras fail with an unhelpful TypeError; Keras 3.0 imports the class."""
     path = str(tmp_path / "reorg.keras")
     save_reorg_model(path)
+    with open(path, "rb") as file:
+        signature = file.read(4)
+    # Keras 2.12 writes "*.keras" as legacy HDF5; the other four write the zip archive.
+    assert signature == (b"\x89HDF" if KERAS_VERSION.startswith("2.12") else b"PK\x03\x04")
     behaviour = "loading a saved Reorg `.keras` model without `custom_objects`"
     if KERAS_VERSION.startswith("3.0."):
         # Keras 3.0 imports the module recorded in the file ("recipes.space_to_depth_reorg").
