@@ -32,9 +32,10 @@ Versions:
     - Keras 3.0 / 3.15: the same call raises ValueError "A KerasTensor cannot be used as input
       to a TensorFlow function"; wrap the op in a layer.
     - Loading a `.keras` file without `custom_objects`: Keras 2.12 (which writes `m.keras`
-      as a legacy HDF5 file) raises ValueError "Unknown layer: 'Reorg'"; Keras 2.15 and tf-keras raise TypeError "'str' object is not
-      callable"; Keras 3.0 loads, importing the class from the module path saved in the file;
-      Keras 3.15 raises TypeError "Could not locate class 'Reorg'".
+      as a legacy HDF5 file) raises ValueError "Unknown layer: 'Reorg'"; Keras 2.15 and
+      tf-keras raise TypeError "'str' object is not callable"; Keras 3.0 loads, importing the
+      class from the module path saved in the file; Keras 3.15 raises TypeError "Could not
+      locate class 'Reorg'".
     - Keras 3.0 ignores `custom_objects` for a legacy `.h5` file ("Unknown layer"); loading
       inside `keras.utils.custom_object_scope` works there and everywhere else.
     - The Reorg layer works in Functional, Sequential and subclassed models and round-trips
