@@ -10,6 +10,8 @@ import sys
 import pytest
 
 from recipes import HEADER_FIELDS, header_fields, recipe_names
+from recipes.__main__ import main as recipes_main
+from tools import behavior_matrix
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RECIPES = recipe_names()
@@ -89,3 +91,38 @@ def test_import_checker_catches_a_recipe_import_and_an_unguarded_extra(tmp_path)
         ("recipes", False),
         ("torch", False),
     ]
+
+
+def test_python_m_recipes_lists_each_recipe_on_one_line_with_its_title(capsys):
+    assert recipes_main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in RECIPES:
+        [line] = [line for line in lines if line.startswith(f"{name} ")]
+        assert header_fields(name)["Title"] in line
+
+
+def stack_record(stack, outcomes):
+    return {
+        "stack": stack,
+        "tensorflow": "2.x",
+        "keras": "k",
+        "observations": [
+            {"recipe": "demo_recipe", "behaviour": behaviour, "outcome": outcome}
+            for behaviour, outcome in outcomes.items()
+        ],
+    }
+
+
+def test_behavior_matrix_puts_split_rows_first_and_refuses_a_gap():
+    keras_3 = {"tf216", "tf221"}
+    records = {
+        stack: stack_record(stack, {"split": "K3" if stack in keras_3 else "K2", "same": "works"})
+        for stack in behavior_matrix.STACKS
+    }
+    page = behavior_matrix.render(records)
+    differs, same = page.split("## Same on every stack")
+    assert "| split | K2 | K2 | K3 | K3 | K2 |" in differs
+    assert "| same | works | works | works | works | works |" in same
+    records["tf216"]["observations"].pop()
+    with pytest.raises(ValueError, match="not on tf216"):
+        behavior_matrix.render(records)
