@@ -19,6 +19,8 @@ Recipe:
     4. Compile the step with `make_train_step(model, loss_fn, optimizer)`. It builds the
        optimizer before the first trace, traces with `reduce_retracing=True`, and with
        `steps_per_call=k` runs k optimizer steps in one call and returns their mean loss.
+       With a `tf.data` pipeline, `make_iterator_train_step` reads the batches inside the
+       function, as `fit` does, so no batch crosses from Python per step.
     5. Pass tensors, not Python numbers, to a `tf.function`; for varying batch sizes give it an
        `input_signature` with a `None` batch dimension or `reduce_retracing=True`.
 
@@ -40,6 +42,9 @@ Pitfalls:
     - Called with ten distinct batch sizes, a plain `tf.function` traces ten times (no stack
       relaxes shapes on its own); with an `input_signature` whose batch dimension is `None` it
       traces once, with `reduce_retracing=True` twice.
+    - `make_iterator_train_step` trains one epoch from a `tf.data` iterator, k batches per
+      call for k = 1, 2, 4, to the weights of `fit` on arrays with a single trace, and raises
+      OutOfRangeError when the iterator runs out inside the function.
     - `make_train_step` traces twice over twelve different batch sizes (the second size
       generalizes the trace to any batch size), and one call with `steps_per_call=k` gives the
       weights of k single-step calls and returns the mean of their losses.
@@ -179,14 +184,8 @@ def _entry(structure, index):
     return tf.nest.map_structure(lambda tensor: tensor[index], structure)
 
 
-def make_train_step(model, loss_fn, optimizer, steps_per_call=1):
-    """A `tf.function` `step(x, y)` that trains `model` and returns the loss as a scalar tensor.
-
-    The loss includes `sum(model.losses)` and the model runs with `training=True`. With
-    `steps_per_call=k > 1`, `x` and `y` carry a leading axis of length k (shape `(k, batch,
-    ...)`): one call runs k optimizer steps inside a `tf.range` loop and returns the mean of
-    their k losses.
-    """
+def _prepare_step(model, loss_fn, optimizer, steps_per_call):
+    """Validates a step's arguments and builds the optimizer before the first trace."""
     _require_model("model", model)
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be callable, got {loss_fn!r}")
@@ -202,6 +201,17 @@ def make_train_step(model, loss_fn, optimizer, steps_per_call=1):
     already_built = getattr(optimizer, "built", False) or getattr(optimizer, "_built", False)
     if hasattr(optimizer, "build") and not already_built:
         optimizer.build(model.trainable_variables)
+
+
+def make_train_step(model, loss_fn, optimizer, steps_per_call=1):
+    """A `tf.function` `step(x, y)` that trains `model` and returns the loss as a scalar tensor.
+
+    The loss includes `sum(model.losses)` and the model runs with `training=True`. With
+    `steps_per_call=k > 1`, `x` and `y` carry a leading axis of length k (shape `(k, batch,
+    ...)`): one call runs k optimizer steps inside a `tf.range` loop and returns the mean of
+    their k losses.
+    """
+    _prepare_step(model, loss_fn, optimizer, steps_per_call)
 
     # reduce_retracing lets the last, smaller batch of an epoch reuse one generalized trace
     # instead of tracing again for every new batch size.
@@ -220,6 +230,28 @@ def make_train_step(model, loss_fn, optimizer, steps_per_call=1):
             loss = tape_step(
                 model, loss_fn, optimizer, _entry(features, index), _entry(targets, index)
             )
+            total_loss += tf.cast(loss, tf.float32)
+        return total_loss / steps_per_call
+
+    return step
+
+
+def make_iterator_train_step(model, loss_fn, optimizer, steps_per_call=1):
+    """A `tf.function` `step(iterator)` that pulls `steps_per_call` (x, y) batches from a
+    `tf.data` iterator inside the graph, trains on each, and returns their mean loss.
+
+    This is how `fit` reads its data: no batch crosses from Python into the function. The
+    iterator must hold `steps_per_call` more batches at every call (`dataset.repeat()`, or a
+    step count that divides the epoch); otherwise TensorFlow raises OutOfRangeError.
+    """
+    _prepare_step(model, loss_fn, optimizer, steps_per_call)
+
+    @tf.function
+    def step(iterator):
+        total_loss = tf.constant(0.0)
+        for _ in tf.range(steps_per_call):
+            features, targets = next(iterator)
+            loss = tape_step(model, loss_fn, optimizer, features, targets)
             total_loss += tf.cast(loss, tf.float32)
         return total_loss / steps_per_call
 

@@ -114,6 +114,37 @@ def test_one_call_with_k_steps_per_call_equals_k_single_step_calls(observe):
     observe("make_train_step(steps_per_call=k), one call", "k single steps' weights, mean loss")
 
 
+@pytest.mark.parametrize("steps_per_call", [1, 2, 4])
+def test_iterator_step_reads_batches_in_the_graph_and_matches_fit_with_one_trace(
+    steps_per_call, observe
+):
+    """make_iterator_train_step pulls k batches per call from a tf.data iterator, as fit does."""
+    base_model = training_apis.build_small_model(input_dim=INPUT_DIM)
+    reference = weights_after_one_epoch("fit_arrays", base_model)
+    features, targets = regression_data()
+    model = training_apis.clone_with_same_weights(base_model)
+    step = training_apis.make_iterator_train_step(
+        model, keras.losses.MeanSquaredError(), keras.optimizers.SGD(LEARNING_RATE), steps_per_call
+    )
+    iterator = iter(tf.data.Dataset.from_tensor_slices((features, targets)).batch(BATCH_SIZE))
+    batches = len(features) // BATCH_SIZE
+    losses = [float(step(iterator)) for _ in range(batches // steps_per_call)]
+    assert all(np.isfinite(losses))
+    assert training_apis.max_weight_difference(model.get_weights(), reference) <= TOLERANCE
+    assert step.experimental_get_tracing_count() == 1
+    # The epoch is spent: one more call finds no batch left inside the graph.
+    with pytest.raises(tf.errors.OutOfRangeError):
+        step(iterator)
+    observe(
+        "make_iterator_train_step, one epoch from a tf.data iterator",
+        "same weights as fit on arrays, 1 trace; OutOfRangeError once the data runs out",
+    )
+    with pytest.raises(ValueError, match="steps_per_call must be a positive int, got 0"):
+        training_apis.make_iterator_train_step(
+            model, keras.losses.MeanSquaredError(), keras.optimizers.SGD(LEARNING_RATE), 0
+        )
+
+
 def test_train_step_traces_twice_over_twelve_different_batch_sizes(observe):
     """reduce_retracing: the second batch size generalizes the trace to a None batch dimension.
 
