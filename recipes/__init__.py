@@ -28,7 +28,7 @@ def header_fields(name):
     fields, current = {}, None
     for line in docstring.splitlines():
         label, colon, rest = line.partition(":")
-        if colon and not line.startswith(" ") and label in HEADER_FIELDS:
+        if colon and not line.startswith(" ") and label in HEADER_FIELDS + OPTIONAL_FIELDS:
             current = label
             fields[current] = rest.strip()
         elif current is not None:
@@ -37,6 +37,8 @@ def header_fields(name):
 
 
 HEADER_FIELDS = ("Title", "Problem", "Recipe", "Pitfalls", "Versions", "Sources", "Run")
+# Speed: ratios measured side by side by a script in benchmarks/, with stack and machine.
+OPTIONAL_FIELDS = ("Speed",)
 
 
 def installed_keras_version():
