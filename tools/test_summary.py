@@ -7,7 +7,8 @@ import pathlib
 import sys
 import xml.etree.ElementTree as ElementTree
 
-STACKS = ["tf212", "tf215", "tf216", "tf221", "tf221-legacy"]
+# One list of stacks for both tools; run as a script, this folder is on sys.path.
+from behavior_matrix import STACKS
 
 
 def main(directory):
