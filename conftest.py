@@ -15,6 +15,8 @@ import hypothesis
 import numpy as np
 import pytest
 import tensorflow as tf
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 from tensorflow import keras
 
 from recipes import installed_keras_version
@@ -26,8 +28,14 @@ USES_TF_KERAS = keras.__name__.startswith("tf_keras")
 TF_VERSION = tuple(int(part) for part in tf.__version__.split(".")[:2])
 # "2.12.0", "2.15.0", "3.0.5", "3.15.1" or "2.21.0 (tf-keras)".
 KERAS_VERSION = installed_keras_version()
+# Comparable versions, for splits written as ranges: `KERAS < Version("3.15")`. tf-keras
+# continues Keras 2's numbering (tf-keras 2.21 is KERAS == Version("2.21.0")), so "keras<3"
+# is every Keras 2, bundled or tf-keras.
+KERAS = Version(KERAS_VERSION.split()[0])
+TF = Version(tf.__version__)
 # The tox env name labels the stack in the behaviour matrix; outside tox, describe it.
 STACK = os.environ.get("TOX_ENV_NAME") or f"tf{tf.__version__}-keras{KERAS_VERSION}"
+STACK_DESCRIPTION = f"TensorFlow {tf.__version__} with Keras {KERAS_VERSION}"
 
 # TensorFlow's first trace of anything is slow, so no profile keeps the 200 ms deadline.
 hypothesis.settings.register_profile("dev", max_examples=20, deadline=None)
@@ -73,8 +81,15 @@ def keras_major():
 
 
 @pytest.fixture
+def keras_version():
+    """The installed Keras as a `packaging.version.Version`; tf-keras 2.21 is 2.21.0."""
+    return KERAS
+
+
+@pytest.fixture
 def tf_version():
-    return TF_VERSION
+    """The installed TensorFlow as a `packaging.version.Version`."""
+    return TF
 
 
 @pytest.fixture
@@ -82,22 +97,70 @@ def uses_tf_keras():
     return USES_TF_KERAS
 
 
-# --- Observations for docs/behavior-matrix.md -------------------------------------------
+# --- Version splits written as ranges ------------------------------------------------------
+
+
+def in_range(spec):
+    """True when the installed stack lies in `spec`, e.g. "keras>=3,<3.15" or "tf<2.16".
+
+    Clauses joined by " and " must all hold: "keras<3 and tf>=2.16" is tf-keras.
+    """
+    versions = {"keras": KERAS, "tf": TF}
+    for clause in spec.split(" and "):
+        clause = clause.strip()
+        name = clause.rstrip("<>=!~.,0123456789 ")
+        if name not in versions:
+            raise ValueError(f"range {spec!r}: clause {clause!r} must start with keras or tf")
+        if not SpecifierSet(clause[len(name) :].replace(" ", "")).contains(versions[name]):
+            return False
+    return True
+
+
+def expected_outcome(behaviour, known):
+    """The outcome `known` ({range: outcome}) gives for the installed stack.
+
+    Exactly one range must hold; a stack that no range covers is news, and says so.
+    """
+    matching = [spec for spec in known if in_range(spec)]
+    if len(matching) != 1:
+        raise AssertionError(
+            f"{behaviour!r}: {len(matching)} known ranges hold for {STACK_DESCRIPTION} "
+            f"({', '.join(matching) or 'none'}); known outcomes: {_describe(known)}"
+        )
+    return known[matching[0]]
+
+
+def _describe(known):
+    return "; ".join(f"{spec}: {outcome!r}" for spec, outcome in known.items())
+
+
+def outcome_of(action, fragments=()):
+    """Runs `action()`: "works" if it returns, else the exception's class name.
+
+    The first of `fragments` found in the error message is appended ("ValueError: Cannot
+    squeeze"), so an outcome names a stable part of the message, not all of it.
+    """
+    try:
+        action()
+    except Exception as error:  # noqa: BLE001 - the class of any error is the outcome.
+        found = [fragment for fragment in fragments if fragment in str(error)]
+        return f"{type(error).__name__}: {found[0]}" if found else type(error).__name__
+    return "works"
+
+
+# --- Observations for docs/behavior-matrix.md and docs/version-boundaries.md -----------------
 
 _OBSERVATIONS = {}
+# What every version-split test saw, recorded before its assert, so that a run on a stack
+# between ours reports a new outcome instead of only failing (tools/boundaries.py reads it).
+_SPLITS = {}
 
 
-@pytest.fixture
-def observe(request):
-    """Record what a behaviour did on this stack, once the test has asserted it.
+def _recipe_of(request):
+    return request.module.__name__.rpartition(".")[2].removeprefix("test_")
 
-    ``observe("fit_generator", "removed: AttributeError")`` files the outcome under the
-    recipe this test module covers (``tests/test_<recipe>.py``). Call it after the assert
-    that proves the outcome; a failing session writes nothing.
-    """
-    module = request.module.__name__.rpartition(".")[2]
-    recipe = module.removeprefix("test_")
 
+def _recorder(recipe):
     def record(behaviour, outcome):
         key = (recipe, behaviour)
         earlier = _OBSERVATIONS.get(key)
@@ -108,30 +171,104 @@ def observe(request):
     return record
 
 
+@pytest.fixture
+def observe(request):
+    """Record what a behaviour did on this stack, once the test has asserted it.
+
+    ``observe("fit_generator", "removed: AttributeError")`` files the outcome under the
+    recipe this test module covers (``tests/test_<recipe>.py``). Call it after the assert
+    that proves the outcome; a failing session writes nothing.
+    """
+    return _recorder(_recipe_of(request))
+
+
+@pytest.fixture
+def version_split(request):
+    """Assert a behaviour that differs across releases, and record it for both pages.
+
+    ``version_split(behaviour, observed, {"keras<3": "absent", "keras>=3": "present"})``:
+    `observed` is what the test just saw (computed from the real result, never copied from
+    the table); the ranges name the releases where each outcome starts. The assert fails
+    with "new outcome on <stack>" when the installed stack does something the table does
+    not predict. Tests that use this fixture are marked `version_split`, so
+    `pytest -m version_split` runs just the splits (tools/boundaries.py does).
+    """
+    recipe = _recipe_of(request)
+    record = _recorder(recipe)
+
+    def check(behaviour, observed, known):
+        _SPLITS[(recipe, behaviour)] = {"observed": observed, "known": known}
+        expected = expected_outcome(behaviour, known)
+        assert observed == expected, (
+            f"new outcome on {STACK_DESCRIPTION}: {behaviour!r} gave {observed!r}, where "
+            f"{expected!r} was expected; known outcomes: {_describe(known)}"
+        )
+        record(behaviour, observed)
+
+    return check
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "version_split: the test asserts a behaviour that differs across releases"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "version_split" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.version_split)
+
+
 def _ran_whole_suite(session):
     """True when this session collected every test, so its observations are complete."""
     option = session.config.option
-    if option.keyword or option.markexpr or option.lf or option.deselect:
+    narrowed = [
+        getattr(option, name, None)
+        for name in ("keyword", "markexpr", "lf", "deselect", "ignore", "ignore_glob")
+    ]
+    if any(narrowed) or session.testscollected == 0:
         return False
     tests_dir = pathlib.Path(session.config.rootpath, "tests").resolve()
     arguments = session.config.args or [str(tests_dir)]
     return all(pathlib.Path(argument).resolve() == tests_dir for argument in arguments)
 
 
-def pytest_sessionfinish(session, exitstatus):
-    directory = os.environ.get("OBSERVATIONS_DIR")
-    if not directory or exitstatus != 0 or not _ran_whole_suite(session):
-        return
-    path = pathlib.Path(directory, f"{STACK}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {
+def _stack_record(observations):
+    return {
         "stack": STACK,
         "tensorflow": tf.__version__,
         "keras": KERAS_VERSION,
         "python": sys.version.split()[0],
-        "observations": [
-            {"recipe": recipe, "behaviour": behaviour, "outcome": outcome}
-            for (recipe, behaviour), outcome in sorted(_OBSERVATIONS.items())
-        ],
+        "observations": observations,
     }
-    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Writes this stack's observations after a full, green run; otherwise deletes them.
+
+    A failed or partial run must not leave an older file behind for the matrix to merge.
+    """
+    directory = os.environ.get("OBSERVATIONS_DIR")
+    if directory:
+        path = pathlib.Path(directory, f"{STACK}.json")
+        if exitstatus != 0 or not _ran_whole_suite(session):
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            observations = [
+                {"recipe": recipe, "behaviour": behaviour, "outcome": outcome}
+                for (recipe, behaviour), outcome in sorted(_OBSERVATIONS.items())
+            ]
+            path.write_text(json.dumps(_stack_record(observations), indent=2) + "\n")
+    # tools/boundaries.py: every split's observation, whatever the exit status.
+    splits_path = os.environ.get("SPLITS_OUTPUT")
+    if splits_path:
+        splits = [
+            {"recipe": recipe, "behaviour": behaviour, **seen}
+            for (recipe, behaviour), seen in sorted(_SPLITS.items())
+        ]
+        record = _stack_record(splits)
+        record["exitstatus"] = int(exitstatus)
+        pathlib.Path(splits_path).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(splits_path).write_text(json.dumps(record, indent=2) + "\n")

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tensorflow import keras
 
-from conftest import KERAS_MAJOR, KERAS_VERSION
+from conftest import KERAS_MAJOR, KERAS_VERSION, outcome_of
 from recipes import tensor_ops
 
 KERAS_MAJOR_MINOR = tuple(int(part) for part in KERAS_VERSION.split(".")[:2])
@@ -241,26 +241,35 @@ def test_tf_squeeze_on_a_non_unit_axis_raises_invalid_argument_error_eagerly_val
     observe("tf.squeeze on an axis of size 3 in tf.function (static shape)", "ValueError (trace)")
 
 
-def test_keras_ops_squeeze_error_for_a_bad_axis_depends_on_the_keras_version(observe):
+def test_keras_ops_squeeze_error_for_a_bad_axis_depends_on_the_keras_version(version_split):
     tensor = tf.ones((2, 3, 1))
-    if KERAS_MAJOR == 2:
-        assert not hasattr(keras, "ops")
-        observe("keras.ops.squeeze on an axis of size 3", "absent")
-        observe("keras.ops.squeeze on axis 5 of a rank-3 tensor", "absent")
-    elif KERAS_MAJOR_MINOR < (3, 15):
-        with pytest.raises(tf.errors.InvalidArgumentError, match="Can not squeeze dim"):
-            keras.ops.squeeze(tensor, 1)
-        with pytest.raises(tf.errors.InvalidArgumentError, match="Tried to squeeze dim index 5"):
-            keras.ops.squeeze(tensor, 5)
-        observe("keras.ops.squeeze on an axis of size 3", "InvalidArgumentError")
-        observe("keras.ops.squeeze on axis 5 of a rank-3 tensor", "InvalidArgumentError")
-    else:
-        with pytest.raises(ValueError, match="Cannot squeeze axis=1"):
-            keras.ops.squeeze(tensor, 1)
-        with pytest.raises(IndexError):
-            keras.ops.squeeze(tensor, 5)
-        observe("keras.ops.squeeze on an axis of size 3", "ValueError: Cannot squeeze axis")
-        observe("keras.ops.squeeze on axis 5 of a rank-3 tensor", "IndexError")
+
+    def squeeze_error(axis):
+        if not hasattr(keras, "ops"):
+            return "absent"
+        return outcome_of(
+            lambda: keras.ops.squeeze(tensor, axis),
+            ["Can not squeeze dim", "Tried to squeeze dim index", "Cannot squeeze axis"],
+        )
+
+    version_split(
+        "keras.ops.squeeze on an axis of size 3",
+        squeeze_error(1),
+        {
+            "keras<3": "absent",
+            "keras>=3,<3.15": "InvalidArgumentError: Can not squeeze dim",
+            "keras>=3.15": "ValueError: Cannot squeeze axis",
+        },
+    )
+    version_split(
+        "keras.ops.squeeze on axis 5 of a rank-3 tensor",
+        squeeze_error(5),
+        {
+            "keras<3": "absent",
+            "keras>=3,<3.15": "InvalidArgumentError: Tried to squeeze dim index",
+            "keras>=3.15": "IndexError",
+        },
+    )
 
 
 @hypothesis.given(arrays_with_a_unit_axis())
