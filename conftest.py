@@ -20,6 +20,7 @@ from packaging.version import Version
 from tensorflow import keras
 
 from recipes import installed_keras_version
+from tools.behavior_matrix import source_digest
 
 # `keras.version()` exists on every Keras 3 and on no Keras 2 (see RECIPE_STYLE.md).
 KERAS_MAJOR = 3 if hasattr(keras, "version") else 2
@@ -35,6 +36,7 @@ KERAS = Version(KERAS_VERSION.split()[0])
 TF = Version(tf.__version__)
 # The tox env name labels the stack in the behaviour matrix; outside tox, describe it.
 STACK = os.environ.get("TOX_ENV_NAME") or f"tf{tf.__version__}-keras{KERAS_VERSION}"
+SOURCE_DIGEST = source_digest()
 STACK_DESCRIPTION = f"TensorFlow {tf.__version__} with Keras {KERAS_VERSION}"
 
 # TensorFlow's first trace of anything is slow, so no profile keeps the 200 ms deadline.
@@ -240,6 +242,8 @@ def _stack_record(observations):
         "tensorflow": tf.__version__,
         "keras": KERAS_VERSION,
         "python": sys.version.split()[0],
+        # The merger refuses observations written by other code than the checkout's.
+        "source_digest": SOURCE_DIGEST,
         "observations": observations,
     }
 

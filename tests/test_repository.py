@@ -11,7 +11,6 @@ import pytest
 
 from recipes import HEADER_FIELDS, header_fields, recipe_names
 from recipes.__main__ import main as recipes_main
-from tools import behavior_matrix
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RECIPES = recipe_names()
@@ -19,17 +18,26 @@ RECIPES = recipe_names()
 ALLOWED_IMPORTS = {"numpy", "tensorflow"} | set(sys.stdlib_module_names)
 
 
+IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
+
+
+def catches_import_error(handler):
+    """True for `except ImportError`, `except ModuleNotFoundError` or a tuple holding one."""
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(node, ast.Name) and node.id in IMPORT_ERRORS for node in types)
+
+
 def imports_of(path):
-    """Yields (top-level module, guarded) for every import in a file."""
+    """Yields (top-level module, guarded) for every import in a file.
+
+    Only the body of a `try` that catches ImportError is guarded: its `except`, `else` and
+    `finally` blocks run whether or not the import worked.
+    """
     tree = ast.parse(path.read_text())
     guarded = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Try) and any(
-            isinstance(handler.type, ast.Name)
-            and handler.type.id in {"ImportError", "ModuleNotFoundError"}
-            for handler in node.handlers
-        ):
-            guarded.update(id(child) for child in ast.walk(node))
+        if isinstance(node, ast.Try) and any(map(catches_import_error, node.handlers)):
+            guarded.update(id(child) for statement in node.body for child in ast.walk(statement))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -79,16 +87,28 @@ def test_every_recipe_demo_runs_and_prints(name):
 
 
 def test_import_checker_catches_a_recipe_import_and_an_unguarded_extra(tmp_path):
-    """The rule above can fail: it sees sibling imports, third-party imports and guards."""
+    """The rule above can fail: it sees sibling imports, third-party imports and guards.
+
+    Only a `try` body is guarded, by `except ImportError` alone or inside a tuple; imports
+    in the handler, `else` or `finally` blocks, or under another exception, are not.
+    """
     path = tmp_path / "bad.py"
     path.write_text(
         "import torch\nfrom recipes import wing_loss\nfrom . import tensor_ops\n"
-        "try:\n    import pandas\nexcept ImportError:\n    pandas = None\n"
+        "try:\n    import pandas\nexcept ImportError:\n    import scipy\n"
+        "else:\n    import sklearn\nfinally:\n    import jax\n"
+        "try:\n    import polars\nexcept (ValueError, ModuleNotFoundError):\n    polars = None\n"
+        "try:\n    import cv2\nexcept ValueError:\n    cv2 = None\n"
     )
     assert sorted(imports_of(path)) == [
         (".", False),
+        ("cv2", False),
+        ("jax", False),
         ("pandas", True),
+        ("polars", True),
         ("recipes", False),
+        ("scipy", False),
+        ("sklearn", False),
         ("torch", False),
     ]
 
@@ -99,30 +119,3 @@ def test_python_m_recipes_lists_each_recipe_on_one_line_with_its_title(capsys):
     for name in RECIPES:
         [line] = [line for line in lines if line.startswith(f"{name} ")]
         assert header_fields(name)["Title"] in line
-
-
-def stack_record(stack, outcomes):
-    return {
-        "stack": stack,
-        "tensorflow": "2.x",
-        "keras": "k",
-        "observations": [
-            {"recipe": "demo_recipe", "behaviour": behaviour, "outcome": outcome}
-            for behaviour, outcome in outcomes.items()
-        ],
-    }
-
-
-def test_behavior_matrix_puts_split_rows_first_and_refuses_a_gap():
-    keras_3 = {"tf216", "tf221"}
-    records = {
-        stack: stack_record(stack, {"split": "K3" if stack in keras_3 else "K2", "same": "works"})
-        for stack in behavior_matrix.STACKS
-    }
-    page = behavior_matrix.render(records)
-    differs, same = page.split("## Same on every stack")
-    assert "| split | K2 | K2 | K3 | K3 | K2 |" in differs
-    assert "| same | works | works | works | works | works |" in same
-    records["tf216"]["observations"].pop()
-    with pytest.raises(ValueError, match="not on tf216"):
-        behavior_matrix.render(records)

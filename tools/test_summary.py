@@ -1,23 +1,33 @@
 """Adds up the JUnit reports the stacks wrote and prints one closing line for CI.
 
-Run: python tools/test_summary.py build/junit
+Fails when a stack has no report, a failure or error, ran no test, or skipped one: the
+project asserts version splits on both sides, so a skip is a claim left unproven.
+
+Run: python tools/test_summary.py build/junit [--stacks tf212,tf215,...]
 """
 
+import argparse
 import pathlib
 import sys
 import xml.etree.ElementTree as ElementTree
 
 # One list of stacks for both tools; run as a script, this folder is on sys.path.
-from behavior_matrix import STACKS
+try:
+    from behavior_matrix import STACKS
+except ImportError:  # imported as tools.test_summary, from the tests
+    from tools.behavior_matrix import STACKS
 
 
-def main(directory):
+def summarize(directory, stacks=STACKS):
+    """Returns (lines to print, exit status) for the JUnit reports in `directory`."""
     totals = {"passed": 0, "failed": 0, "skipped": 0}
-    for stack in STACKS:
+    lines, status = [], 0
+    for stack in stacks:
         path = pathlib.Path(directory, f"{stack}.xml")
         if not path.is_file():
-            print(f"{stack}: no report at {path}")
+            lines.append(f"{stack}: no report at {path}")
             totals["failed"] += 1
+            status = 1
             continue
         suite = ElementTree.parse(path).getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
@@ -27,10 +37,35 @@ def main(directory):
         totals["passed"] += tests - failed - skipped
         totals["failed"] += failed
         totals["skipped"] += skipped
-        print(f"{stack}: {tests} tests, {failed} failed, {skipped} skipped, pytest {time:.1f} s")
-    print(f"{totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped")
-    return 1 if totals["failed"] else 0
+        problems = [
+            problem
+            for problem, present in [
+                ("ran no test", tests == 0),
+                (f"{failed} failed", failed),
+                (f"{skipped} skipped: splits are asserted, never skipped", skipped),
+            ]
+            if present
+        ]
+        status = 1 if problems else status
+        verdict = f"  <- {'; '.join(problems)}" if problems else ""
+        lines.append(
+            f"{stack}: {tests} tests, {failed} failed, {skipped} skipped, pytest {time:.1f} s"
+            + verdict
+        )
+    passed, failed, skipped = totals["passed"], totals["failed"], totals["skipped"]
+    lines.append(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return lines, status
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", nargs="?", default="build/junit")
+    parser.add_argument("--stacks", default=",".join(STACKS), help="comma-separated env names")
+    arguments = parser.parse_args(argv)
+    lines, status = summarize(arguments.directory, arguments.stacks.split(","))
+    print("\n".join(lines))
+    return status
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "build/junit"))
+    sys.exit(main())

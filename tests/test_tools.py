@@ -1,0 +1,294 @@
+"""The project's own tools: the matrix merger, the CI summary, the observation bookkeeping."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import types
+
+import hypothesis
+import hypothesis.strategies as st
+import pytest
+
+import conftest
+from recipes import __main__ as recipes_main
+from tools import behavior_matrix, test_summary
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DIGEST = "0123456789abcdef"
+
+# Text that Markdown tables mangle: pipes, backslashes, backticks, HTML line breaks, entities.
+TRICKY_TEXT = (
+    st.lists(st.sampled_from(["|", "\\", "`", "<br>", "<", ">", "&", "&lt;", "\n", " ", "a", "é"]))
+    .map("".join)
+    .map(str.strip)
+)
+
+
+def stack_record(stack, outcomes, recipe="demo_recipe"):
+    return {
+        "stack": stack,
+        "tensorflow": "2.x",
+        "keras": "k",
+        "source_digest": DIGEST,
+        "observations": [
+            {"recipe": recipe, "behaviour": behaviour, "outcome": outcome}
+            for behaviour, outcome in outcomes.items()
+        ],
+    }
+
+
+def table_lines(page):
+    return [line for line in page.splitlines() if line.startswith("|")]
+
+
+@hypothesis.given(TRICKY_TEXT, st.lists(TRICKY_TEXT, min_size=5, max_size=5))
+def test_matrix_cells_round_trip_through_markdown_exactly(behaviour, outcomes):
+    hypothesis.assume(behaviour)
+    records = {
+        stack: stack_record(stack, {behaviour: outcome})
+        for stack, outcome in zip(behavior_matrix.STACKS, outcomes, strict=True)
+    }
+    page = behavior_matrix.render(records)
+    rows = [behavior_matrix.parse_row(line) for line in table_lines(page)]
+    headers = [cells for cells in rows if cells[0] == "recipe"]
+    [row] = [cells for cells in rows if cells[0].startswith("[demo_recipe]")]
+    assert [len(cells) for cells in headers] == [7, 7]
+    assert row[1:] == [behaviour, *outcomes]
+    assert len(table_lines(page)) == 5, "a newline in a cell would have split its row"
+
+
+def test_matrix_escapes_the_pipe_that_once_split_a_behaviour_into_two_cells():
+    records = {
+        stack: stack_record(stack, {"gradient for |error| > w": "`±1` <br> a|b"})
+        for stack in behavior_matrix.STACKS
+    }
+    row = table_lines(behavior_matrix.render(records))[-1]
+    assert row.count(" | ") == 6
+    assert behavior_matrix.parse_row(row)[1:3] == ["gradient for |error| > w", "`±1` <br> a|b"]
+
+
+def test_every_row_of_the_committed_matrix_has_as_many_cells_as_its_header():
+    page = (ROOT / "docs" / "behavior-matrix.md").read_text()
+    width = None
+    for line in table_lines(page):
+        cells = behavior_matrix.parse_row(line)
+        if cells[0] == "recipe":
+            width = len(cells)
+        assert len(cells) == width, line
+    assert width == len(behavior_matrix.STACKS) + 2
+
+
+def test_merger_puts_split_rows_first_and_refuses_a_gap(tmp_path):
+    keras_3 = {"tf216", "tf221"}
+    records = {
+        stack: stack_record(stack, {"split": "K3" if stack in keras_3 else "K2", "same": "works"})
+        for stack in behavior_matrix.STACKS
+    }
+    page = behavior_matrix.render(records)
+    differs, same = page.split("## Same on every stack")
+    assert "| split | K2 | K2 | K3 | K3 | K2 |" in differs
+    assert "| same | works | works | works | works | works |" in same
+    records["tf216"]["observations"].pop()
+    with pytest.raises(ValueError, match="not on tf216"):
+        behavior_matrix.render(records)
+
+
+def write_records(directory, records):
+    for name, record in records.items():
+        pathlib.Path(directory, f"{name}.json").write_text(json.dumps(record))
+
+
+def test_merger_refuses_a_file_that_names_another_stack_or_other_code(tmp_path):
+    records = {stack: stack_record(stack, {"same": "works"}) for stack in behavior_matrix.STACKS}
+    write_records(tmp_path, records)
+    assert set(behavior_matrix.load_observations(tmp_path, digest=DIGEST)) == set(records)
+    with pytest.raises(ValueError, match="other code"):
+        behavior_matrix.load_observations(tmp_path, digest="fedcba9876543210")
+    # A copy of tf212's file saved under tf216's name.
+    write_records(tmp_path, {"tf216": records["tf212"]})
+    with pytest.raises(ValueError, match=r"tf216.json holds observations of stack 'tf212'"):
+        behavior_matrix.load_observations(tmp_path, digest=DIGEST)
+
+
+def test_source_digest_changes_with_a_test_file(tmp_path):
+    for name in ("conftest.py", "recipes/a.py", "tests/test_a.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    before = behavior_matrix.source_digest(tmp_path)
+    (tmp_path / "tests" / "test_a.py").write_text("x = 2\n")
+    assert behavior_matrix.source_digest(tmp_path) != before
+
+
+def test_check_fails_on_a_split_behaviour_without_a_recorded_boundary(tmp_path):
+    records = {
+        stack: stack_record(stack, {"split": "K3" if stack == "tf221" else "K2"})
+        for stack in behavior_matrix.STACKS
+    }
+    boundaries = tmp_path / "boundaries.json"
+    boundaries.write_text(json.dumps({"behaviours": []}))
+    assert behavior_matrix.unbounded_splits(records, boundaries) == [("demo_recipe", "split")]
+    boundaries.write_text(
+        json.dumps({"behaviours": [{"recipe": "demo_recipe", "behaviour": "split"}]})
+    )
+    assert behavior_matrix.unbounded_splits(records, boundaries) == []
+
+
+# --- tools/test_summary.py: the closing line CI reads ----------------------------------------
+
+
+def write_junit(directory, stack, tests, failures=0, skipped=0):
+    pathlib.Path(directory, f"{stack}.xml").write_text(
+        f'<testsuites><testsuite name="pytest" tests="{tests}" failures="{failures}" '
+        f'errors="0" skipped="{skipped}" time="1.0"/></testsuites>'
+    )
+
+
+@pytest.mark.parametrize(
+    "tests, failures, skipped, status",
+    [(10, 0, 0, 0), (0, 0, 0, 1), (10, 1, 0, 1), (10, 0, 1, 1)],
+    ids=["green", "ran-no-test", "a-failure", "a-skip"],
+)
+def test_summary_fails_on_a_failure_a_skip_or_a_stack_that_ran_nothing(
+    tmp_path, tests, failures, skipped, status
+):
+    for stack in behavior_matrix.STACKS:
+        write_junit(tmp_path, stack, 10)
+    write_junit(tmp_path, "tf216", tests, failures, skipped)
+    lines, result = test_summary.summarize(tmp_path)
+    assert result == status
+    passed = 40 + tests - failures - skipped
+    assert lines[-1] == f"{passed} passed, {failures} failed, {skipped} skipped"
+
+
+def test_summary_fails_when_a_stack_has_no_report(tmp_path):
+    for stack in behavior_matrix.STACKS[1:]:
+        write_junit(tmp_path, stack, 10)
+    lines, result = test_summary.summarize(tmp_path)
+    assert result == 1
+    assert lines[0].startswith("tf212: no report")
+
+
+# --- python -m recipes ---------------------------------------------------------------------
+
+
+def test_python_m_recipes_rejects_an_unknown_argument(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        recipes_main.main(["--dmeo"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --dmeo" in capsys.readouterr().err
+
+
+def test_python_m_recipes_demo_runs_each_recipes_demo(monkeypatch, capsys):
+    monkeypatch.setattr(recipes_main, "recipe_names", lambda: ["tensor_ops"])
+    assert recipes_main.main(["--demo"]) == 0
+    printed = capsys.readouterr().out
+    assert "=== recipes.tensor_ops:" in printed
+    assert printed.splitlines()[0].startswith("tensorflow ")
+
+
+# --- conftest.py: observations only from a full, green run ----------------------------------
+
+
+def fake_session(tmp_path, exitstatus_args=(), collected=10, **options):
+    """A stand-in for pytest's session, with only the options this pytest run has."""
+    option = types.SimpleNamespace(**options)
+    config = types.SimpleNamespace(option=option, rootpath=ROOT, args=list(exitstatus_args))
+    return types.SimpleNamespace(config=config, testscollected=collected)
+
+
+@pytest.mark.parametrize(
+    "options, args, whole",
+    [
+        ({}, [], True),  # `-p no:cacheprovider` leaves no `lf` option at all
+        ({"lf": False, "keyword": "", "markexpr": "", "deselect": []}, ["tests"], True),
+        ({"lf": True}, [], False),
+        ({"keyword": "wing"}, [], False),
+        ({"markexpr": "version_split"}, [], False),
+        ({"deselect": ["tests/test_tools.py::x"]}, [], False),
+        ({"ignore": ["tests/test_tools.py"]}, [], False),
+        ({"ignore_glob": ["*wing*"]}, [], False),
+        ({}, ["tests/test_tools.py"], False),
+    ],
+)
+def test_only_an_unnarrowed_run_of_the_tests_folder_counts_as_the_whole_suite(
+    tmp_path, options, args, whole
+):
+    args = [str(ROOT / argument) for argument in args]
+    assert conftest._ran_whole_suite(fake_session(tmp_path, args, **options)) is whole
+
+
+def test_a_failed_or_partial_run_deletes_its_stacks_stale_observations(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBSERVATIONS_DIR", str(tmp_path))
+    monkeypatch.delenv("SPLITS_OUTPUT", raising=False)
+    stale = tmp_path / f"{conftest.STACK}.json"
+    for session, exitstatus in [
+        (fake_session(tmp_path), 1),
+        (fake_session(tmp_path, keyword="wing"), 0),
+        (fake_session(tmp_path, collected=0), 0),
+    ]:
+        stale.write_text("{}")
+        conftest.pytest_sessionfinish(session, exitstatus)
+        assert not stale.exists()
+    conftest.pytest_sessionfinish(fake_session(tmp_path), 0)
+    written = json.loads(stale.read_text())
+    assert (written["stack"], written["source_digest"]) == (conftest.STACK, conftest.SOURCE_DIGEST)
+
+
+def test_a_real_partial_run_without_the_cache_plugin_deletes_stale_observations(tmp_path):
+    """End to end: `-p no:cacheprovider` once raised AttributeError at session end."""
+    stale = tmp_path / "somestack.json"
+    stale.write_text("{}")
+    environment = {**os.environ, "OBSERVATIONS_DIR": str(tmp_path), "TOX_ENV_NAME": "somestack"}
+    environment.pop("SPLITS_OUTPUT", None)
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+        + ["tests/test_repository.py::test_there_are_recipes"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "AttributeError" not in finished.stdout + finished.stderr
+    assert not stale.exists()
+
+
+# --- conftest.py: version splits as ranges --------------------------------------------------
+
+
+def test_in_range_reads_keras_and_tf_clauses(monkeypatch):
+    from packaging.version import Version
+
+    monkeypatch.setattr(conftest, "KERAS", Version("3.10.0"))
+    monkeypatch.setattr(conftest, "TF", Version("2.19.0"))
+    assert conftest.in_range("keras>=3,<3.15")
+    assert not conftest.in_range("keras<3")
+    assert conftest.in_range("keras>=3 and tf>=2.19")
+    assert not conftest.in_range("keras>=3 and tf<2.19")
+    with pytest.raises(ValueError, match="'jax<1' must start with keras or tf"):
+        conftest.in_range("jax<1")
+
+
+def test_expected_outcome_reports_a_stack_no_range_covers_as_news(monkeypatch):
+    from packaging.version import Version
+
+    monkeypatch.setattr(conftest, "KERAS", Version("3.10.0"))
+    known = {"keras<3": "absent", "keras>=3.15": "present"}
+    with pytest.raises(AssertionError, match="0 known ranges hold.*known outcomes: keras<3"):
+        conftest.expected_outcome("thing", known)
+    overlapping = {"keras>=3": "a", "keras>=3.5": "b"}
+    with pytest.raises(AssertionError, match="2 known ranges hold"):
+        conftest.expected_outcome("thing", overlapping)
+    assert conftest.expected_outcome("thing", {"keras<3.15": "x", "keras>=3.15": "y"}) == "x"
+
+
+def test_outcome_of_names_the_error_and_a_fragment_of_its_message():
+    def fails():
+        raise ValueError("Cannot squeeze axis=1, because ...")
+
+    assert conftest.outcome_of(lambda: None) == "works"
+    assert conftest.outcome_of(fails) == "ValueError"
+    assert conftest.outcome_of(fails, ["nope", "Cannot squeeze"]) == "ValueError: Cannot squeeze"
