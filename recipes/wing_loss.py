@@ -9,7 +9,8 @@ broadcast to (N, N), and whether a model compiled with it loads without custom_o
 depends on the stack and on where the class was defined.
 
 Recipe:
-    1. Validate w and epsilon in Python: both must be finite numbers > 0.
+    1. Validate in Python: w and epsilon must be finite numbers > 0, y_true and y_pred
+       tensors or arrays of real numbers.
     2. Refuse y_true and y_pred whose static shapes differ instead of broadcasting them.
     3. With x = y_pred - y_true, compute w * log1p(|x| / epsilon) where |x| < w and
        |x| - C elsewhere, with C = w - w * ln(1 + w / epsilon), in one `tf.where`.
@@ -22,13 +23,15 @@ Recipe:
 
 Pitfalls:
     - The loss is continuous at |x| = w, but its slope jumps there from w / (epsilon + w)
-      to 1; beyond w every element's gradient has magnitude exactly 1.
+      to 1: beyond w the derivative of each element's loss is exactly +1 or -1 (the sign
+      of the error), so the gradient of `wing_loss`, a mean over N elements, is exactly
+      +-1/N there.
     - At zero error the gradient is exactly 0 (`tf.abs` has gradient 0 at 0), while just
       beside zero the slope is w / epsilon (5 with the defaults): the loss has a kink at 0.
     - TensorFlow on CPU flushes float32 subnormals to zero, so an error with
       |x| / epsilon below about 1.2e-38 gives a loss of exactly 0.0 although prediction and
       target differ (numpy's float32 gives a positive value). With w in [0.1, 50] and
-      epsilon in [0.1, 20], every error of at least 1e-4 gives a positive loss.
+      epsilon in [0.1, 20], every element whose error is at least 1e-4 has a positive loss.
     - A hand-written `call()` computing `y_pred - y_true` trains on the wrong loss on
       Keras 3 when fitted with (N,) targets against an (N, 1) output: the difference
       broadcasts to (N, N). `wing_loss` raises a ValueError naming both shapes instead.
@@ -38,30 +41,34 @@ Pitfalls:
       class lives (see Versions). A `.keras` file loads on all five with w and epsilon
       restored when given custom_objects, inside `keras.utils.custom_object_scope`, or
       for a registered subclass; `load_model(path, compile=False)` loads it for inference
-      without the loss on all five.
+      on all five, with no loss and no optimizer.
 
 Versions:
-    - Keras 2.12: `model.save("m.keras")` writes a legacy HDF5 file, not the zip archive;
-      without custom_objects it raises ValueError "Unknown loss function: 'WingLoss'".
-    - Keras 2.15 / Keras 3.0 / tf-keras 2.21: the `.keras` archive records the class's
-      module and `load_model` imports it, so `WingLoss` imported from a module loads
-      without custom_objects; a class defined in the training script (module `__main__`)
-      raises TypeError "Could not locate class".
-    - Keras 3.15: `load_model` imports only Keras' own modules, so both raise TypeError
-      "Could not locate class".
-    - Legacy `.h5` without custom_objects: Keras 2.12 / 2.15 / tf-keras 2.21 raise
-      ValueError "Unknown loss function: 'WingLoss'"; Keras 3.0 / 3.15 look the loss up
-      by its name and raise ValueError "Could not interpret loss identifier: wing_loss".
-    - Keras 3.0 only: that `.h5` ValueError also comes with custom_objects and with
-      compile=False; `keras.utils.custom_object_scope` loads it (as on all five).
-    - Keras 2.12 / 2.15 / tf-keras 2.21: `fit` expands (N,) targets to (N, 1) before the
-      loss sees them. Keras 3.0 / 3.15: the loss gets (N,) against (N, 1), so `WingLoss`
-      raises ValueError; reshape the targets to (N, 1).
+    - Keras 2.12 and earlier: `model.save("m.keras")` writes a legacy HDF5 file, not the
+      zip archive (2.13 and later write the archive); without custom_objects it raises
+      ValueError "Unknown loss function: 'WingLoss'".
+    - Keras 2.13 and later Keras 2 (tf-keras included) and Keras 3.0 to 3.8: the `.keras`
+      archive records the class's module and `load_model` imports it, so `WingLoss`
+      imported from a module loads without custom_objects; a class defined in the training
+      script (module `__main__`) raises TypeError "Could not locate class".
+    - Keras 3.9 and later: `load_model` imports only the modules of Keras' own packages
+      (the fix for CVE-2025-1550), so both raise TypeError "Could not locate class".
+    - Legacy `.h5` without custom_objects: Keras 2 raises ValueError "Unknown loss
+      function: 'WingLoss'"; Keras 3 looks the loss up by its name and raises ValueError
+      "Could not interpret loss identifier: wing_loss".
+    - Keras 3.0 to 3.2: `load_model` does not pass custom_objects or compile to the `.h5`
+      loader, so that ValueError also comes with custom_objects and with compile=False;
+      `keras.utils.custom_object_scope` loads it (as on all five). 3.3 and later pass both.
+    - `evaluate` on a model loaded with compile=False raises RuntimeError "You must compile
+      your model" on Keras 2 and ValueError "You must call `compile()`" on Keras 3.
+    - Keras 2: `fit` expands (N,) targets to (N, 1) before the loss sees them. Keras 3:
+      the loss gets (N,) against (N, 1), so `WingLoss` raises ValueError; reshape the
+      targets to (N, 1).
     - `keras.saving.register_keras_serializable` exists under `from tensorflow import
-      keras` on Keras 2.12 / 2.15 / tf-keras 2.21 only; on Keras 3.0 / 3.15 that module
-      has no `saving` attribute. `keras.utils.register_keras_serializable` works on all five.
-    - The default reduction in `get_config()` is "auto" on Keras 2.12 / 2.15 / tf-keras
-      2.21 and "sum_over_batch_size" on Keras 3.0 / 3.15; both average over the batch.
+      keras` on Keras 2 only; on Keras 3 that module has no `saving` attribute.
+      `keras.utils.register_keras_serializable` works on all five.
+    - The default reduction in `get_config()` is "auto" on Keras 2 and
+      "sum_over_batch_size" on Keras 3; both average over the batch.
 
 Sources: Feng et al., "Wing Loss for Robust Facial Landmark Localisation with
     Convolutional Neural Networks", CVPR 2018, arXiv:1711.06753; TensorFlow API docs
@@ -69,7 +76,9 @@ Sources: Feng et al., "Wing Loss for Robust Facial Landmark Localisation with
     and export models" (keras.io/guides/serialization_and_saving);
     keras-team/keras#19662 (a Loss subclass gets flat targets on Keras 3);
     tensorflow/tensorflow#32612 (loading a model compiled with a custom Loss subclass);
-    tensorflow/tensorflow#62399 (`tf.math.log` of a float32 subnormal returns -inf).
+    tensorflow/tensorflow#62399 (`tf.math.log` of a float32 subnormal returns -inf);
+    keras-team/keras#20751 (CVE-2025-1550: Keras 3.9 stops importing arbitrary modules);
+    `keras.saving.load_model` source, Keras 3.2 and 3.3 (the `.h5` branch's arguments).
 
 Run: python -m recipes.wing_loss
 """
@@ -96,8 +105,26 @@ def _positive_finite(argument_name, value):
     return float(value)
 
 
+def _real_numbers(argument_name, value):
+    """Raises ValueError naming the argument and the value unless it holds real numbers."""
+    dtype = getattr(value, "dtype", None)
+    try:
+        # Tensors, variables, symbolic tensors and numpy arrays name their dtype; anything
+        # else (numbers, nested lists) is read the way tf.convert_to_tensor would.
+        dtype = tf.as_dtype(dtype if dtype is not None else np.asarray(value).dtype)
+        real = dtype.is_floating or dtype.is_integer or dtype.is_bool
+    except (TypeError, ValueError):  # e.g. strings, objects, ragged nested lists
+        real = False
+    if not real:
+        raise ValueError(
+            f"{argument_name} must be a tensor or array of real numbers, got {value!r}"
+        )
+
+
 def _elementwise_wing(y_true, y_pred, w, epsilon):
     """The paper's piecewise loss for every element of y_pred - y_true."""
+    _real_numbers("y_true", y_true)
+    _real_numbers("y_pred", y_pred)
     y_pred = tf.convert_to_tensor(y_pred)
     if not y_pred.dtype.is_floating:
         y_pred = tf.cast(y_pred, keras.backend.floatx())
@@ -134,6 +161,12 @@ class WingLoss(keras.losses.Loss):
         self.w = _positive_finite("w", w)
         self.epsilon = _positive_finite("epsilon", epsilon)
         super().__init__(name=name, **kwargs)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # The base class converts y_true and y_pred first, so check them before it runs.
+        _real_numbers("y_true", y_true)
+        _real_numbers("y_pred", y_pred)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
         # Averaging over the last axis (the coordinates) leaves one value per sample, which
