@@ -1,0 +1,289 @@
+"""Find the release where each version-split behaviour changes, across every release line.
+
+The five pinned stacks show each split at two points per Keras major. This tool runs the
+version-split tests (those that use the `version_split` fixture, marked `version_split`)
+on the newest patch of every Keras 3 minor release from 3.0 to 3.15, on Keras 2.12 to 2.15,
+and on tf-keras 2.16 to 2.21, each with a TensorFlow it supports, and writes for every
+behaviour that differs anywhere the releases where each outcome holds:
+docs/version-boundaries.md (to read) and docs/version-boundaries.json (what
+`tox -e matrix -- --check` reads to prove that every split in the matrix has a boundary).
+
+Each stack gets its own virtual environment under build/boundary-envs/, made by uv from its
+cache in seconds once the wheels are there. Running it is slow the first time (about 7 GB
+of TensorFlow wheels) and is done on demand, not by CI:
+
+    tox -e boundaries                           every stack, split tests only
+    tox -e boundaries -- --stacks k3.10,k3.11   some stacks
+    tox -e boundaries -- --all-tests            the whole suite on each stack
+    tox -e boundaries -- --merge-only           rewrite the pages from build/boundaries/
+
+`python tools/boundaries.py install` installs the stack named by STACK_TENSORFLOW,
+STACK_KERAS and STACK_TF_KERAS into the running interpreter (tox -e stack uses it).
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "build" / "boundaries"
+ENVS = ROOT / "build" / "boundary-envs"
+PAGE = ROOT / "docs" / "version-boundaries.md"
+DATA = ROOT / "docs" / "version-boundaries.json"
+TEST_REQUIREMENTS = ["pytest>=8", "hypothesis>=6.100", "packaging"]
+
+# name: (requirements, uses tf-keras). One TensorFlow per Keras release, spread over the
+# TensorFlow releases that accept it (2.16 takes Keras >= 3.0, 2.17 >= 3.2, 2.18 and 2.19
+# >= 3.5, 2.20 >= 3.10, 2.21 >= 3.12), so the sweep also crosses every TensorFlow minor.
+SWEEP = {
+    "k2.12": (["tensorflow-cpu==2.12.1"], False),
+    "k2.13": (["tensorflow-cpu==2.13.1"], False),
+    "k2.14": (["tensorflow-cpu==2.14.1"], False),
+    "k2.15": (["tensorflow-cpu==2.15.1"], False),
+    "tfk2.16": (["tensorflow==2.16.2", "tf-keras==2.16.0"], True),
+    "tfk2.17": (["tensorflow==2.17.1", "tf-keras==2.17.0"], True),
+    "tfk2.18": (["tensorflow==2.18.1", "tf-keras==2.18.0"], True),
+    "tfk2.19": (["tensorflow==2.19.1", "tf-keras==2.19.0"], True),
+    "tfk2.20": (["tensorflow==2.20.0", "tf-keras==2.20.1"], True),
+    "tfk2.21": (["tensorflow==2.21.0", "tf-keras==2.21.0"], True),
+    "k3.0": (["tensorflow-cpu==2.16.2", "keras==3.0.5"], False),
+    "k3.1": (["tensorflow-cpu==2.16.2", "keras==3.1.1"], False),
+    "k3.2": (["tensorflow-cpu==2.16.2", "keras==3.2.1"], False),
+    "k3.3": (["tensorflow-cpu==2.16.2", "keras==3.3.3"], False),
+    "k3.4": (["tensorflow-cpu==2.17.1", "keras==3.4.1"], False),
+    "k3.5": (["tensorflow-cpu==2.17.1", "keras==3.5.0"], False),
+    "k3.6": (["tensorflow-cpu==2.17.1", "keras==3.6.0"], False),
+    "k3.7": (["tensorflow-cpu==2.18.1", "keras==3.7.0"], False),
+    "k3.8": (["tensorflow-cpu==2.18.1", "keras==3.8.0"], False),
+    "k3.9": (["tensorflow-cpu==2.19.1", "keras==3.9.2"], False),
+    "k3.10": (["tensorflow-cpu==2.19.0", "keras==3.10.0"], False),
+    "k3.11": (["tensorflow-cpu==2.19.1", "keras==3.11.3"], False),
+    "k3.12": (["tensorflow-cpu==2.20.0", "keras==3.12.4"], False),
+    "k3.13": (["tensorflow-cpu==2.20.0", "keras==3.13.2"], False),
+    "k3.14": (["tensorflow-cpu==2.21.0", "keras==3.14.1"], False),
+    "k3.15": (["tensorflow-cpu==2.21.0", "keras==3.15.1"], False),
+}
+
+
+def uv_command():
+    found = shutil.which("uv")
+    return [found] if found else [sys.executable, "-m", "uv"]
+
+
+def stack_requirements(tensorflow, keras=None, tf_keras=None):
+    """The requirements for one stack; ValueError naming a missing or malformed version."""
+    for name, value in [("STACK_TENSORFLOW", tensorflow), ("STACK_KERAS", keras)]:
+        if value is not None and not all(part.isdigit() for part in value.split(".")):
+            raise ValueError(f"{name}={value!r} is not a release number such as 2.19.0")
+    if not tensorflow:
+        raise ValueError("STACK_TENSORFLOW is not set; e.g. STACK_TENSORFLOW=2.19.0")
+    if tf_keras:
+        if keras:
+            raise ValueError(f"STACK_KERAS={keras!r} and STACK_TF_KERAS={tf_keras!r}: pick one")
+        return [f"tensorflow=={tensorflow}", f"tf-keras=={tf_keras}"]
+    return [f"tensorflow-cpu=={tensorflow}"] + ([f"keras=={keras}"] if keras else [])
+
+
+def install(requirements, python):
+    subprocess.run(
+        uv_command() + ["pip", "install", "--quiet", "--python", str(python), *requirements],
+        check=True,
+    )
+
+
+def run_stack(name, all_tests=False):
+    """Creates the stack's environment if needed, runs its tests, returns its result file."""
+    requirements, legacy = SWEEP[name]
+    environment_dir = ENVS / name
+    python = environment_dir / "bin" / "python"
+    if not python.exists():
+        subprocess.run(
+            uv_command() + ["venv", "--quiet", "--python", sys.executable, str(environment_dir)],
+            check=True,
+        )
+    install(requirements + TEST_REQUIREMENTS, python)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = RESULTS / f"{name}.json"
+    result.unlink(missing_ok=True)
+    environment = {
+        **os.environ,
+        "TOX_ENV_NAME": name,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONHASHSEED": "0",
+        "CUDA_VISIBLE_DEVICES": "-1",
+        "SPLITS_OUTPUT": str(result),
+        "OBSERVATIONS_DIR": str(RESULTS / "observations"),
+    }
+    environment.pop("TF_USE_LEGACY_KERAS", None)
+    if legacy:
+        environment["TF_USE_LEGACY_KERAS"] = "1"
+    command = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests"]
+    command += [f"--junitxml={RESULTS / f'{name}.xml'}"]
+    if not all_tests:
+        command += ["-m", "version_split"]
+    finished = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
+    (RESULTS / f"{name}.log").write_text(finished.stdout + finished.stderr)
+    summary = finished.stdout.strip().splitlines()[-1:] or ["no output"]
+    print(f"{name}: {' '.join(requirements)}: {summary[0]}", flush=True)
+    return result
+
+
+def junit_counts(path):
+    if not path.is_file():
+        return None
+    suite = ElementTree.parse(path).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    failed = int(suite.get("failures")) + int(suite.get("errors"))
+    skipped = int(suite.get("skipped"))
+    return {"tests": int(suite.get("tests")), "failed": failed, "skipped": skipped}
+
+
+# --- Merging the stacks' results into the pages ---------------------------------------------
+
+
+def version_key(text):
+    return tuple(int(part) for part in text.split()[0].split(".") if part.isdigit())
+
+
+def describe_run(stacks):
+    """ "Keras 3.0–3.14" for a run of consecutive stacks (ordered by Keras version)."""
+    first, last = stacks[0]["keras"], stacks[-1]["keras"]
+    label = "tf-keras" if "tf-keras" in first else "Keras"
+
+    def short(version):
+        return ".".join(version.split()[0].split(".")[:2])
+
+    if first == last:
+        return f"{label} {short(first)}"
+    if "tf-keras" in last and label == "Keras":
+        return f"Keras {short(first)}–{short(last)} (tf-keras from 2.16)"
+    return f"{label} {short(first)}–{short(last)}"
+
+
+def merge(records):
+    """The boundary data: per behaviour, its outcome on each stack and its runs of releases."""
+    records = sorted(records, key=lambda record: version_key(record["keras"]))
+    stacks = [
+        {key: record[key] for key in ("stack", "tensorflow", "keras", "exitstatus")}
+        | {"tests": record.get("tests")}
+        for record in records
+    ]
+    behaviours = {}
+    for record in records:
+        for item in record["observations"]:
+            entry = behaviours.setdefault(
+                (item["recipe"], item["behaviour"]), {"observed": {}, "known": item["known"]}
+            )
+            entry["observed"][record["stack"]] = item["observed"]
+    merged = []
+    for (recipe, behaviour), entry in sorted(behaviours.items()):
+        runs = []
+        for record in records:
+            if record["stack"] not in entry["observed"]:
+                continue
+            outcome = entry["observed"][record["stack"]]
+            if runs and runs[-1]["outcome"] == outcome:
+                runs[-1]["stacks"].append(record)
+            else:
+                runs.append({"outcome": outcome, "stacks": [record]})
+        merged.append(
+            {
+                "recipe": recipe,
+                "behaviour": behaviour,
+                "known": entry["known"],
+                "observed": entry["observed"],
+                "runs": [
+                    {
+                        "outcome": run["outcome"],
+                        "releases": describe_run(run["stacks"]),
+                        "stacks": [stack["stack"] for stack in run["stacks"]],
+                    }
+                    for run in runs
+                ],
+            }
+        )
+    return {"stacks": stacks, "behaviours": merged}
+
+
+PAGE_HEADER = """# Version boundaries
+
+For every behaviour that differs between releases, the releases where each outcome holds,
+as the version-split tests saw it on one stack per release line (newest patch of each
+minor). Generated by `tox -e boundaries` (slow, on demand); do not edit by hand. The
+[behaviour matrix](behavior-matrix.md) shows the five pinned stacks; `tox -e matrix --
+--check` fails if a behaviour that differs there has no entry here.
+"""
+
+
+def escape(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render(data):
+    lines = [PAGE_HEADER, "## Stacks swept", "", "| stack | TensorFlow | Keras | split tests |"]
+    lines.append("|---|---|---|---|")
+    for stack in data["stacks"]:
+        counts = stack.get("tests")
+        result = "passed" if stack["exitstatus"] == 0 else f"failed (exit {stack['exitstatus']})"
+        if counts:
+            result += f": {counts['tests']} tests, {counts['failed']} failed"
+        lines.append(f"| {stack['stack']} | {stack['tensorflow']} | {stack['keras']} | {result} |")
+    lines += ["", "## Behaviours", "", "| recipe | behaviour | outcome: releases |"]
+    lines.append("|---|---|---|")
+    for item in data["behaviours"]:
+        if len({run["outcome"] for run in item["runs"]}) < 2:
+            continue
+        runs = "<br>".join(f"`{escape(run['outcome'])}`: {run['releases']}" for run in item["runs"])
+        link = f"[{item['recipe']}](../recipes/{item['recipe']}.py)"
+        lines.append(f"| {link} | {escape(item['behaviour'])} | {runs} |")
+    return "\n".join(lines) + "\n"
+
+
+def load_results():
+    records = []
+    for path in sorted(RESULTS.glob("*.json")):
+        record = json.loads(path.read_text())
+        record["tests"] = junit_counts(path.with_suffix(".xml"))
+        records.append(record)
+    return records
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", nargs="?", choices=["sweep", "install"], default="sweep")
+    parser.add_argument("--stacks", help=f"comma-separated, from: {', '.join(SWEEP)}")
+    parser.add_argument("--all-tests", action="store_true", help="run the whole suite")
+    parser.add_argument("--merge-only", action="store_true", help="only rewrite the pages")
+    parser.add_argument("--jobs", type=int, default=2, help="stacks set up and run at once")
+    arguments = parser.parse_args(argv)
+    if arguments.action == "install":
+        requirements = stack_requirements(
+            os.environ.get("STACK_TENSORFLOW"),
+            os.environ.get("STACK_KERAS") or None,
+            os.environ.get("STACK_TF_KERAS") or None,
+        )
+        print(f"installing {' '.join(requirements)}", flush=True)
+        install(requirements, sys.executable)
+        return 0
+    if not arguments.merge_only:
+        names = arguments.stacks.split(",") if arguments.stacks else list(SWEEP)
+        unknown = [name for name in names if name not in SWEEP]
+        if unknown:
+            parser.error(f"--stacks: unknown {unknown}; known: {', '.join(SWEEP)}")
+        with concurrent.futures.ThreadPoolExecutor(arguments.jobs) as pool:
+            list(pool.map(lambda name: run_stack(name, arguments.all_tests), names))
+    data = merge(load_results())
+    DATA.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    PAGE.write_text(render(data))
+    print(f"wrote {PAGE} and {DATA}: {len(data['stacks'])} stacks")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
