@@ -38,20 +38,21 @@ Versions:
       `from tensorflow import keras` (on Keras 3 through the `keras._tf_keras` compat
       namespace) and agree with `tf.squeeze`, `tf.concat`, `Reshape`, `Concatenate` and numpy.
       `Reshape` and `Concatenate` work on a `keras.Input`.
-    - Keras 2.12 / 2.15 / tf-keras 2.21: there is no `keras.ops`; `tf.squeeze`, `tf.concat`,
-      `keras.backend.squeeze` and `keras.backend.concatenate` accept a `keras.Input`.
-    - Keras 3.0 / 3.15: `keras.ops.squeeze` and `keras.ops.concatenate` exist, agree with the
-      rest and accept a `keras.Input`. `tf.squeeze`, `tf.concat` and `keras.backend.squeeze` on
-      a `keras.Input` raise ValueError "A KerasTensor cannot be used as input to a TensorFlow
+    - Keras 2 (2.12 to 2.15, tf-keras): there is no `keras.ops`; `tf.squeeze`, `tf.concat`,
+      `keras.backend.squeeze` and `keras.backend.concatenate` accept a `keras.Input`, and
+      `from tensorflow import keras` is the `api._v2.keras` namespace.
+    - Keras 3: `keras.ops.squeeze` and `keras.ops.concatenate` exist, agree with the rest
+      and accept a `keras.Input`. `tf.squeeze`, `tf.concat` and `keras.backend.squeeze` on a
+      `keras.Input` raise ValueError "A KerasTensor cannot be used as input to a TensorFlow
       function"; `keras.backend.concatenate` (axis=-1) raises AttributeError.
     - Keras 3.0: `keras.ops.squeeze` raises InvalidArgumentError for an axis whose size is
-      not 1 and for an out-of-range axis. `keras.layers.Concatenate` rejects some valid inputs
-      that have size-1 axes: IndexError for two (1, 1, 1) tensors on axis 0 or two
-      (1, 1, 1, 1, 5) on axis -1, ValueError "requires inputs with matching shapes" for
-      (2, 1, 1) and (2, 1, 2) on axis 2. Keras 2 and Keras 3.15 join them, `tf.concat` does
-      on every stack and `keras.ops.concatenate` on both Keras 3.
-    - Keras 3.15: `keras.ops.squeeze` raises ValueError ("Cannot squeeze axis") and
-      IndexError for those.
+      not 1 and for an out-of-range axis; 3.1 and later check the axis in Python and raise
+      ValueError ("Cannot squeeze axis") and IndexError for those.
+    - Keras 3.0 to 3.6: `keras.layers.Concatenate` rejects some valid inputs that have
+      size-1 axes: IndexError for two (1, 1, 1) tensors on axis 0 or two (1, 1, 1, 1, 5) on
+      axis -1, ValueError "requires inputs with matching shapes" for (2, 1, 1) and
+      (2, 1, 2) on axis 2. Keras 2 and Keras 3.7 and later join them, `tf.concat` does on
+      every stack and `keras.ops.concatenate` on every Keras 3.
 
 Sources: TensorFlow guide "Better performance with tf.function" (tracing, Python side
 effects); tf.print, tf.squeeze and tf.keras.ops.squeeze API docs; Keras guide "Migrating Keras
@@ -59,13 +60,15 @@ effects); tf.print, tf.squeeze and tf.keras.ops.squeeze API docs; Keras guide "M
 `tf.squeeze(keras.layers.Input(...))`); tensorflow/tensorflow#39817 ("'Tensor' object has no
 attribute 'numpy'" in graph code); keras-team/keras#13396 (`K.get_value` when not executing
 eagerly); keras-team/keras#20430 (`Concatenate` IndexError on tensors with several size-1
-axes).
+axes, reported on 3.6); `Concatenate.build` and the TensorFlow backend's `squeeze` in the
+Keras 3.0.5, 3.1.0, 3.6.0 and 3.7.0 sources.
 
 Run: python -m recipes.tensor_ops
 """
 
 import contextlib
 import io
+import numbers
 import os
 import re
 import tempfile
@@ -78,13 +81,26 @@ KERAS_MAJOR = 3 if hasattr(keras, "version") else 2
 
 
 def _static_shape(tensor):
-    """The shape TensorFlow knows before running anything, for tensors, variables and arrays."""
+    """The shape TensorFlow knows before running anything, for tensors, variables and arrays.
+
+    Raises ValueError naming the tensor unless it holds real numbers.
+    """
+    dtype = getattr(tensor, "dtype", None)
+    try:
+        # Tensors, variables, keras.Input and numpy arrays name their dtype; anything else
+        # (numbers, nested lists) is read the way tf.convert_to_tensor would.
+        dtype = tf.as_dtype(dtype if dtype is not None else np.asarray(tensor).dtype)
+        real = dtype.is_floating or dtype.is_integer or dtype.is_bool
+    except (TypeError, ValueError):  # e.g. strings, objects, ragged nested lists
+        real = False
+    if not real:
+        raise ValueError(f"tensor must be a tensor or array of real numbers, got {tensor!r}")
     return tf.TensorShape(tensor.shape if hasattr(tensor, "shape") else np.shape(tensor))
 
 
 def _checked_unit_axis(shape, axis):
     """Returns `axis` as a non-negative index into `shape` whose size is 1 (or unknown)."""
-    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise ValueError(f"axis must be an integer, got axis={axis!r}")
     rank = shape.rank
     if not -rank <= axis < rank:

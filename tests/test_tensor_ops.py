@@ -1,3 +1,4 @@
+import functools
 import re
 
 import hypothesis
@@ -8,12 +9,18 @@ import pytest
 import tensorflow as tf
 from tensorflow import keras
 
-from conftest import KERAS_MAJOR, KERAS_VERSION, outcome_of
+from conftest import expected_outcome, outcome_of
 from recipes import tensor_ops
 
-KERAS_MAJOR_MINOR = tuple(int(part) for part in KERAS_VERSION.split(".")[:2])
 FINITE_FLOATS = st.floats(-100, 100, allow_nan=False, allow_infinity=False, width=32)
 KERAS_TENSOR_MESSAGE = "A KerasTensor cannot be used as input to a TensorFlow function"
+
+
+def run(action, fragments=()):
+    """(outcome_of(action, fragments), what action returned, or None if it raised)."""
+    results = []
+    outcome = outcome_of(lambda: results.append(action()), list(fragments))
+    return outcome, (results[0] if results else None)
 
 
 @st.composite
@@ -41,29 +48,43 @@ def arrays_to_concatenate(draw):
 # --- Which APIs exist, and that they agree ------------------------------------------------
 
 
-def test_backend_squeeze_concatenate_get_value_exist_on_every_stack(observe):
+def test_backend_squeeze_concatenate_get_value_exist_on_every_stack(version_split, observe):
     for name in ("squeeze", "concatenate", "get_value"):
         assert callable(getattr(keras.backend, name))
-    # On Keras 3, `from tensorflow import keras` is Keras 3's tf.keras compat namespace.
-    if KERAS_MAJOR >= 3:
-        assert keras.__name__ == "keras._tf_keras.keras"
-    else:
-        assert keras.__name__.endswith("api._v2.keras")
     observe(
         "keras.backend.squeeze / concatenate / get_value (from tensorflow import keras)", "present"
     )
-
-
-def test_keras_ops_squeeze_and_concatenate_exist_only_on_keras_3(keras_major, observe):
-    if keras_major >= 3:
-        assert callable(keras.ops.squeeze) and callable(keras.ops.concatenate)
-        assert set(tensor_ops.squeeze_functions()) >= {"keras.ops.squeeze"}
-        observe("keras.ops.squeeze / keras.ops.concatenate", "present")
+    # On Keras 3, `from tensorflow import keras` is Keras 3's tf.keras compat namespace.
+    if keras.__name__ == "keras._tf_keras.keras":
+        namespace = "keras._tf_keras.keras (Keras 3 compat)"
+    elif keras.__name__.endswith("api._v2.keras"):
+        namespace = "api._v2.keras (Keras 2)"
     else:
-        assert not hasattr(keras, "ops")
-        assert "keras.ops.squeeze" not in tensor_ops.squeeze_functions()
-        assert "keras.ops.concatenate" not in tensor_ops.concatenate_functions()
-        observe("keras.ops.squeeze / keras.ops.concatenate", "absent")
+        namespace = keras.__name__
+    version_split(
+        "module behind `from tensorflow import keras`",
+        namespace,
+        {
+            "keras<3": "api._v2.keras (Keras 2)",
+            "keras>=3": "keras._tf_keras.keras (Keras 3 compat)",
+        },
+    )
+
+
+def test_keras_ops_squeeze_and_concatenate_exist_only_on_keras_3(version_split):
+    ops = getattr(keras, "ops", None)
+    present = ops is not None and callable(ops.squeeze) and callable(ops.concatenate)
+    listed = {
+        "keras.ops.squeeze" in tensor_ops.squeeze_functions(),
+        "keras.ops.concatenate" in tensor_ops.concatenate_functions(),
+    }
+    # The recipe lists keras.ops exactly where it exists.
+    assert listed == {present}
+    version_split(
+        "keras.ops.squeeze / keras.ops.concatenate",
+        "present" if present else "absent",
+        {"keras<3": "absent", "keras>=3": "present"},
+    )
 
 
 def test_every_squeeze_api_on_the_stack_gives_numpys_answer(observe):
@@ -78,6 +99,22 @@ def test_every_squeeze_api_on_the_stack_gives_numpys_answer(observe):
 
     check()
     observe("squeeze APIs vs np.squeeze", " = ".join(tensor_ops.squeeze_functions()) + " = numpy")
+
+
+# Keras 3.0.5 to 3.6.0 share one Concatenate.build; 3.7.0 rewrote its loop (see the sources).
+CONCATENATE_BUILD_BUG = "keras>=3,<3.7"
+CONCATENATE_BUILD_MESSAGES = {
+    IndexError: "list assignment index out of range",
+    ValueError: "requires inputs with matching shapes",
+}
+
+
+def concatenate_layer_known_outcomes(build_error):
+    """The version table for keras.layers.Concatenate on inputs whose 3.0 build fails so."""
+    if build_error is None:
+        return {"keras<3": "works", "keras>=3": "works"}
+    failure = f"{build_error.__name__}: {CONCATENATE_BUILD_MESSAGES[build_error]}"
+    return {"keras<3": "works", CONCATENATE_BUILD_BUG: failure, "keras>=3.7": "works"}
 
 
 def _keras_3_0_concatenate_build_error(shapes, axis):
@@ -113,29 +150,36 @@ def test_every_concatenate_api_on_the_stack_gives_numpys_answer(observe):
         arrays, axis = case
         expected = np.concatenate(arrays, axis=axis)
         tensors = [tf.constant(array) for array in arrays]
+        build_error = _keras_3_0_concatenate_build_error([array.shape for array in arrays], axis)
         for name, concatenate in tensor_ops.concatenate_functions().items():
-            build_error = _keras_3_0_concatenate_build_error(
-                [array.shape for array in arrays], axis
+            outcome, result = run(
+                functools.partial(concatenate, tensors, axis), CONCATENATE_BUILD_MESSAGES.values()
             )
-            if name == "keras.layers.Concatenate" and KERAS_MAJOR_MINOR == (3, 0) and build_error:
-                with pytest.raises(
-                    build_error, match="index out of range|requires inputs with matching shapes"
-                ):
-                    concatenate(tensors, axis)
-                continue
-            result = np.asarray(concatenate(tensors, axis))
-            assert result.shape == expected.shape, name
-            np.testing.assert_allclose(result, expected, rtol=0, atol=0, err_msg=name)
+            # Only the layer, and only where its 3.0 to 3.6 build fails, may refuse.
+            known = {"keras<3": "works", "keras>=3": "works"}
+            if name == "keras.layers.Concatenate":
+                known = concatenate_layer_known_outcomes(build_error)
+            assert outcome == expected_outcome(f"{name} of {arrays_shapes(arrays)}", known)
+            if result is not None:
+                result = np.asarray(result)
+                assert result.shape == expected.shape, name
+                np.testing.assert_allclose(result, expected, rtol=0, atol=0, err_msg=name)
 
     check()
-    exception = ", except Concatenate on some size-1 axes" if KERAS_MAJOR_MINOR == (3, 0) else ""
     observe(
         "concatenate APIs vs np.concatenate",
-        " = ".join(tensor_ops.concatenate_functions()) + " = numpy" + exception,
+        " = ".join(tensor_ops.concatenate_functions())
+        + " = numpy (Concatenate: except where its Keras 3.0 to 3.6 build fails)",
     )
 
 
-def test_concatenate_layer_rejects_valid_inputs_with_unit_axes_only_on_keras_3_0(observe):
+def arrays_shapes(arrays):
+    return " and ".join(str(array.shape) for array in arrays)
+
+
+def test_concatenate_layer_rejects_valid_inputs_with_unit_axes_on_keras_3_0_to_3_6(
+    version_split,
+):
     """keras-team/keras#20430 reports the IndexError; the ValueError has the same cause."""
     cases = [
         ([(1, 1, 1), (1, 1, 1)], 0, IndexError, "list assignment index out of range"),
@@ -149,16 +193,18 @@ def test_concatenate_layer_rejects_valid_inputs_with_unit_axes_only_on_keras_3_0
         # tf.concat, which the layer wraps, joins the same tensors on every stack.
         expected = np.concatenate(arrays, axis=axis)
         np.testing.assert_allclose(tf.concat(tensors, axis=axis), expected, rtol=0, atol=0)
-        behaviour = f"keras.layers.Concatenate(axis={axis}) of {' and '.join(map(str, shapes))}"
-        if KERAS_MAJOR_MINOR == (3, 0):
-            with pytest.raises(keras_3_0_error, match=message):
-                keras.layers.Concatenate(axis=axis)(tensors)
-            observe(behaviour, keras_3_0_error.__name__)
-        else:
-            joined = keras.layers.Concatenate(axis=axis)(tensors)
+        assert CONCATENATE_BUILD_MESSAGES[keras_3_0_error] == message
+        outcome, joined = run(
+            functools.partial(keras.layers.Concatenate(axis=axis), tensors), [message]
+        )
+        if joined is not None:
             np.testing.assert_allclose(joined, expected, rtol=0, atol=0)
-            observe(behaviour, "works")
-        if KERAS_MAJOR >= 3:
+        version_split(
+            f"keras.layers.Concatenate(axis={axis}) of {' and '.join(map(str, shapes))}",
+            outcome,
+            concatenate_layer_known_outcomes(keras_3_0_error),
+        )
+        if hasattr(keras, "ops"):
             joined = keras.ops.concatenate(tensors, axis=axis)
             np.testing.assert_allclose(joined, expected, rtol=0, atol=0)
 
@@ -166,34 +212,42 @@ def test_concatenate_layer_rejects_valid_inputs_with_unit_axes_only_on_keras_3_0
 # --- keras.Input: TF functions versus layers ----------------------------------------------
 
 
-def test_tf_functions_on_keras_input_work_on_keras_2_and_raise_on_keras_3(keras_major, observe):
+def test_tf_functions_on_keras_input_work_on_keras_2_and_raise_on_keras_3(version_split):
     inputs = keras.Input((3, 1))
+    # Each function, the shape it gives on Keras 2 and the error fragment it raises on Keras 3.
     tf_functions = {
-        "tf.squeeze": lambda: tf.squeeze(inputs, axis=-1),
-        "tf.concat": lambda: tf.concat([inputs, inputs], axis=-1),
-        "keras.backend.squeeze": lambda: keras.backend.squeeze(inputs, -1),
+        "tf.squeeze": (lambda: tf.squeeze(inputs, axis=-1), (None, 3), KERAS_TENSOR_MESSAGE),
+        "tf.concat": (
+            lambda: tf.concat([inputs, inputs], axis=-1),
+            (None, 3, 2),
+            KERAS_TENSOR_MESSAGE,
+        ),
+        "keras.backend.squeeze": (
+            lambda: keras.backend.squeeze(inputs, -1),
+            (None, 3),
+            KERAS_TENSOR_MESSAGE,
+        ),
+        "keras.backend.concatenate": (
+            lambda: keras.backend.concatenate([inputs, inputs], axis=-1),
+            (None, 3, 2),
+            "object has no attribute 'rank'",
+        ),
     }
-    for name, build in tf_functions.items():
-        if keras_major >= 3:
-            with pytest.raises(ValueError, match=KERAS_TENSOR_MESSAGE):
-                build()
-        else:
-            assert tuple(build().shape)[1:] in {(3,), (3, 2)}, name
-    if keras_major >= 3:
-        with pytest.raises(AttributeError, match="rank"):
-            keras.backend.concatenate([inputs, inputs], axis=-1)
-        observe(
-            "tf.squeeze / tf.concat / keras.backend.squeeze on keras.Input",
-            "ValueError: KerasTensor",
+    for name, (build, keras_2_shape, keras_3_message) in tf_functions.items():
+        outcome, output = run(build, [keras_3_message])
+        if output is not None:
+            outcome = f"works, shape {tuple(output.shape)}"
+        error = "AttributeError" if "rank" in keras_3_message else "ValueError"
+        version_split(
+            f"{name} on keras.Input of shape (None, 3, 1)",
+            outcome,
+            {"keras<3": f"works, shape {keras_2_shape}", "keras>=3": f"{error}: {keras_3_message}"},
         )
-        observe("keras.backend.concatenate on keras.Input, axis=-1", "AttributeError")
-    else:
-        assert tuple(keras.backend.concatenate([inputs, inputs], axis=-1).shape) == (None, 3, 2)
-        observe("tf.squeeze / tf.concat / keras.backend.squeeze on keras.Input", "works")
-        observe("keras.backend.concatenate on keras.Input, axis=-1", "works")
 
 
-def test_reshape_and_concatenate_layers_on_keras_input_build_a_working_model(keras_major, observe):
+def test_reshape_and_concatenate_layers_on_keras_input_build_a_working_model(
+    version_split, observe
+):
     inputs = keras.Input((3, 1))
     squeezed = tensor_ops.squeeze_with_reshape_layer(inputs, -1)
     joined = keras.layers.Concatenate(axis=1)([squeezed, squeezed])
@@ -202,14 +256,17 @@ def test_reshape_and_concatenate_layers_on_keras_input_build_a_working_model(ker
     expected = np.concatenate([values[..., 0], values[..., 0]], axis=1)
     np.testing.assert_allclose(model.predict(values, verbose=0), expected, rtol=0, atol=0)
     observe("keras.layers.Reshape / Concatenate on keras.Input", "works")
-    if keras_major >= 3:
+
+    def ops_model_matches():
         ops_output = keras.ops.concatenate([keras.ops.squeeze(inputs, -1)] * 2, axis=1)
         ops_model = keras.Model(inputs, ops_output)
         np.testing.assert_allclose(ops_model.predict(values, verbose=0), expected, rtol=0, atol=0)
-        observe("keras.ops.squeeze / concatenate on keras.Input", "works")
-    else:
-        assert not hasattr(keras, "ops")
-        observe("keras.ops.squeeze / concatenate on keras.Input", "absent")
+
+    version_split(
+        "keras.ops.squeeze / concatenate on keras.Input",
+        outcome_of(ops_model_matches) if hasattr(keras, "ops") else "absent",
+        {"keras<3": "absent", "keras>=3": "works"},
+    )
 
 
 # --- Squeezing an axis whose size is not 1 -------------------------------------------------
@@ -252,13 +309,15 @@ def test_keras_ops_squeeze_error_for_a_bad_axis_depends_on_the_keras_version(ver
             ["Can not squeeze dim", "Tried to squeeze dim index", "Cannot squeeze axis"],
         )
 
+    # Keras 3.0.5's TensorFlow backend calls tf.squeeze; from 3.1.0 on its `squeeze` reads
+    # static_shape[axis] in Python first (ValueError, or IndexError past the rank).
     version_split(
         "keras.ops.squeeze on an axis of size 3",
         squeeze_error(1),
         {
             "keras<3": "absent",
-            "keras>=3,<3.15": "InvalidArgumentError: Can not squeeze dim",
-            "keras>=3.15": "ValueError: Cannot squeeze axis",
+            "keras>=3,<3.1": "InvalidArgumentError: Can not squeeze dim",
+            "keras>=3.1": "ValueError: Cannot squeeze axis",
         },
     )
     version_split(
@@ -266,8 +325,8 @@ def test_keras_ops_squeeze_error_for_a_bad_axis_depends_on_the_keras_version(ver
         squeeze_error(5),
         {
             "keras<3": "absent",
-            "keras>=3,<3.15": "InvalidArgumentError: Tried to squeeze dim index",
-            "keras>=3.15": "IndexError",
+            "keras>=3,<3.1": "InvalidArgumentError: Tried to squeeze dim index",
+            "keras>=3.1": "IndexError",
         },
     )
 
@@ -312,6 +371,27 @@ def test_squeeze_axis_leaves_an_unknown_size_to_tf_squeeze_when_the_function_run
     assert squeeze_middle_axis(tf.ones((2, 1, 3))).shape == (2, 3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="Can not squeeze dim"):
         squeeze_middle_axis(tf.ones((2, 3, 1)))
+
+
+def test_squeeze_functions_reject_a_tensor_that_does_not_hold_real_numbers():
+    for tensor in ["abc", None, object(), np.array(["a", "b"]), [[1.0], [2.0, 3.0]], 1 + 2j]:
+        pattern = (
+            rf"^tensor must be a tensor or array of real numbers, got {re.escape(repr(tensor))}$"
+        )
+        with pytest.raises(ValueError, match=pattern):
+            tensor_ops.squeeze_axis(tensor, 0)
+        with pytest.raises(ValueError, match=pattern):
+            tensor_ops.squeeze_with_reshape_layer(tensor, 1)
+
+
+def test_squeeze_functions_accept_numpy_integer_axes_and_nested_lists():
+    values = [[[1.0], [2.0]]]
+    for axis in (np.int64(2), np.int32(-1), np.uint8(2)):
+        np.testing.assert_allclose(tensor_ops.squeeze_axis(values, axis), [[1.0, 2.0]])
+        squeezed = tensor_ops.squeeze_with_reshape_layer(np.asarray(values, "float32"), axis)
+        np.testing.assert_allclose(squeezed, [[1.0, 2.0]])
+    with pytest.raises(ValueError, match=r"cannot squeeze axis=1: its size is 2"):
+        tensor_ops.squeeze_axis(values, np.int64(1))
 
 
 def test_squeeze_with_reshape_layer_rejects_the_batch_axis_and_non_unit_axes():
