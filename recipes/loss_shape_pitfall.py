@@ -32,12 +32,12 @@ Pitfalls:
       matches any size, and an unknown rank raises.
 
 Versions:
-    - Keras 2.12 / 2.15 / tf-keras 2.21: `keras.losses.MeanSquaredError()(y_true, y_pred)`
+    - Keras 2 (2.12 to 2.15, tf-keras): `keras.losses.MeanSquaredError()(y_true, y_pred)`
       aligns ranks only when both arguments are tensors; if either is a numpy array it
       broadcasts to (N, N), so a tape loop calling it on numpy labels does not converge.
       The function `keras.losses.mse` broadcasts on numpy arrays and on tensors alike.
-    - Keras 3.0 / 3.15: the loss object and `keras.losses.mse` align ranks for numpy arrays and
-      tensors alike, so the same tape loop converges.
+    - Keras 3 (3.0 and later): the loss object and `keras.losses.mse` align ranks for numpy
+      arrays and tensors alike, so the same tape loop converges.
     - Keras 3.0: `train_on_batch` returns the running mean of the loss over every call since
       `compile()`, not the loss of the current batch; Keras 2.12 / 2.15 / tf-keras 2.21 and
       Keras 3.15 return the current batch's loss.
@@ -53,6 +53,7 @@ Run: python -m recipes.loss_shape_pitfall
 """
 
 import math
+import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -62,8 +63,23 @@ from tensorflow import keras
 KERAS_MAJOR = 3 if hasattr(keras, "version") else 2
 
 
+def _check_numbers(value, argument_name):
+    """Raises ValueError naming the argument and the value unless it holds real numbers."""
+    dtype = getattr(value, "dtype", None)
+    try:
+        # Tensors, symbolic tensors and numpy arrays name their dtype; anything else (numbers,
+        # nested lists) is read the way tf.convert_to_tensor would.
+        dtype = tf.as_dtype(dtype if dtype is not None else np.asarray(value).dtype)
+        numeric = dtype.is_floating or dtype.is_integer or dtype.is_bool
+    except (TypeError, ValueError):  # e.g. strings, objects, ragged nested lists
+        numeric = False
+    if not numeric:
+        raise ValueError(f"{argument_name} must be an array or tensor of numbers, got {value!r}.")
+
+
 def _static_shape(value, argument_name):
     """The shape known before running anything, as a tuple with None for unknown sizes."""
+    _check_numbers(value, argument_name)
     if hasattr(value, "shape"):
         shape = value.shape
         # TensorShape (tensors, variables, Keras 2 symbolic tensors) may not know its rank.
@@ -75,10 +91,7 @@ def _static_shape(value, argument_name):
                 )
             return tuple(shape.as_list())
         return tuple(shape)
-    array = np.asarray(value)
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{argument_name} must be an array or tensor of numbers, got {value!r}.")
-    return array.shape
+    return np.shape(value)
 
 
 def _dimensions_match(first_size, second_size):
@@ -108,6 +121,9 @@ def assert_same_shape(y_true, y_pred):
 
 def handwritten_mean_squared_error(y_true, y_pred):
     """The pitfall, kept to show it: broadcasts (N,) labels against (N, 1) predictions."""
+    # Only the values are checked: the shapes are left to broadcast, which is the point.
+    _check_numbers(y_true, "y_true")
+    _check_numbers(y_pred, "y_pred")
     y_pred = tf.convert_to_tensor(y_pred)
     return tf.reduce_mean(tf.square(y_pred - tf.cast(y_true, y_pred.dtype)))
 
@@ -141,11 +157,12 @@ def mean_squared_error_aligned(y_true, y_pred):
 
 def make_linear_data(number_of_samples=16):
     """x of shape (N, 1) evenly spread over [-1, 1] and y = 2x + 1 of shape (N,), float32."""
-    if isinstance(number_of_samples, bool) or not isinstance(number_of_samples, int):
+    # bool is a numbers.Integral too, but True samples is a mistake, not a count of 1.
+    if isinstance(number_of_samples, bool) or not isinstance(number_of_samples, numbers.Integral):
         raise ValueError(f"number_of_samples must be an int, got {number_of_samples!r}.")
     if number_of_samples < 2:
         raise ValueError(f"number_of_samples must be at least 2, got {number_of_samples!r}.")
-    x = np.linspace(-1.0, 1.0, number_of_samples, dtype="float32").reshape(-1, 1)
+    x = np.linspace(-1.0, 1.0, int(number_of_samples), dtype="float32").reshape(-1, 1)
     y = (2.0 * x[:, 0] + 1.0).astype("float32")
     return x, y
 
@@ -161,11 +178,12 @@ def build_linear_model():
 
 
 def _check_training_arguments(x, y, steps, learning_rate):
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    # numbers.Integral and numbers.Real admit numpy scalars such as np.int64 and np.float32.
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}.")
     if (
         isinstance(learning_rate, bool)
-        or not isinstance(learning_rate, int | float)
+        or not isinstance(learning_rate, numbers.Real)
         or not math.isfinite(learning_rate)
         or learning_rate <= 0
     ):
@@ -188,8 +206,8 @@ def train_with_gradient_tape(loss_function, x, y, steps=30, learning_rate=0.5):
         raise ValueError(f"loss_function must be callable, got {loss_function!r}.")
     _check_training_arguments(x, y, steps, learning_rate)
     model = build_linear_model()
-    optimizer = keras.optimizers.SGD(learning_rate=learning_rate)
-    for _ in range(steps):
+    optimizer = keras.optimizers.SGD(learning_rate=float(learning_rate))
+    for _ in range(int(steps)):
         with tf.GradientTape() as tape:
             loss = loss_function(y, model(x, training=True))
         gradients = tape.gradient(loss, model.trainable_variables)
@@ -202,15 +220,18 @@ def train_with_train_on_batch(x, y, steps=30, learning_rate=0.5):
     (model, the loss the last call reported)."""
     _check_training_arguments(x, y, steps, learning_rate)
     model = build_linear_model()
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=learning_rate), loss="mse")
-    for _ in range(steps):
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=float(learning_rate)), loss="mse")
+    for _ in range(int(steps)):
         reported_loss = model.train_on_batch(x, y)
     return model, float(reported_loss)
 
 
 def prediction_error(model, x, y):
     """Mean squared error of the model's predictions against y, paired sample by sample."""
+    if not callable(model):
+        raise ValueError(f"model must be a callable Keras model, got {model!r}.")
     x_shape = _static_shape(x, "x")
+    _check_numbers(y, "y")
     targets = np.asarray(y, dtype="float64").reshape(-1)
     if not x_shape or targets.size != x_shape[0]:
         raise ValueError(
