@@ -2,7 +2,8 @@
 
 One process builds the same small CNN (two convolution layers, 32x32x3 input, batch 64,
 10 classes, sparse categorical crossentropy, Adam) once per route, every copy starting
-from the same initial weights, and measures optimizer steps per second for:
+from the same initial weights, and measures optimizer steps per second for ("the recipe"
+is recipes/compiled_train_step.py):
 
     fit                        model.fit with the default steps_per_execution=1
     fit, steps_per_execution   model.fit compiled with steps_per_execution=K
@@ -57,7 +58,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow import keras  # noqa: E402
 
-from recipes.training_apis import make_iterator_train_step, make_train_step  # noqa: E402
+from recipes.compiled_train_step import make_iterator_train_step, make_train_step  # noqa: E402
 
 BATCH_SIZE = 64
 IMAGE_SHAPE = (32, 32, 3)
