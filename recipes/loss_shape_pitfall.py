@@ -38,9 +38,11 @@ Versions:
       The function `keras.losses.mse` broadcasts on numpy arrays and on tensors alike.
     - Keras 3 (3.0 and later): the loss object and `keras.losses.mse` align ranks for numpy
       arrays and tensors alike, so the same tape loop converges.
-    - Keras 3.0: `train_on_batch` returns the running mean of the loss over every call since
-      `compile()`, not the loss of the current batch; Keras 2.12 / 2.15 / tf-keras 2.21 and
-      Keras 3.15 return the current batch's loss.
+    - Keras 3.0 to 3.14: `train_on_batch` and `test_on_batch` return the mean of every batch
+      loss since the last `compile()`, `reset_metrics()`, `evaluate()` or start of a `fit()`
+      epoch, that call's own batches included and train and test batches alike (`predict()`
+      does not reset it), not this batch's loss; call `reset_metrics()` first to read one
+      batch. Keras 2 and Keras 3.15 and later return this batch's loss.
 
 Sources: tensorflow/tensorflow#28901 (custom loop does not converge, labels (16,) vs
 predictions (16, 1)); tensorflow/tensorflow#37770 (MSE differs between [128] and [128, 1]);
