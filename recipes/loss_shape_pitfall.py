@@ -42,7 +42,7 @@ Versions:
       loss since the last `compile()`, `reset_metrics()`, `evaluate()` or start of a `fit()`
       epoch, that call's own batches included and train and test batches alike (`predict()`
       does not reset it), not this batch's loss; call `reset_metrics()` first to read one
-      batch. Keras 2 and Keras 3.15 and later return this batch's loss.
+      batch. 3.15 and later, like Keras 2, return this batch's loss.
 
 Sources: tensorflow/tensorflow#28901 (custom loop does not converge, labels (16,) vs
 predictions (16, 1)); tensorflow/tensorflow#37770 (MSE differs between [128] and [128, 1]);

@@ -43,7 +43,7 @@ Versions:
       loss since the last `compile()`, `reset_metrics()`, `evaluate()` or start of a `fit()`
       epoch, that call's own batches included and train and test batches alike (`predict()`
       does not reset it), not this batch's loss; call `reset_metrics()` first to read one
-      batch. Keras 2 and Keras 3.15 and later return this batch's loss.
+      batch. 3.15 and later, like Keras 2, return this batch's loss.
 
 Sources: keras.io guide "Writing a training loop from scratch in TensorFlow"
 (keras-team/keras-io guides/writing_a_custom_training_loop_in_tensorflow.py);

@@ -207,47 +207,50 @@ def test_train_step_traces_twice_over_twelve_different_batch_sizes(observe):
     observe("make_train_step over 12 different batch sizes", "2 traces")
 
 
-def slots_and_traces(step, optimizer, model, first_call_variable_counts):
-    """Describes the optimizer's slot variables and the step's traces after two calls.
-
-    `first_call_variable_counts` holds len(optimizer.variables) before and after the first
-    call (for a plain tf.function: around apply_gradients inside its first trace).
-    """
-    before, after = first_call_variable_counts
+def slots_and_traces(step, optimizer, model):
+    """Calls `step` twice; describes the optimizer's slots and the traces of the first call."""
+    features, targets = regression_data(samples=BATCH_SIZE)
+    variables_before = len(optimizer.variables)
+    step(features, targets)
+    variables_after = len(optimizer.variables)
+    traces = step.experimental_get_tracing_count()
+    step(features, targets)
+    # Every trace belongs to the first call: the second reuses its graph.
+    assert step.experimental_get_tracing_count() == traces
     # The optimizer's own variables (iteration; on Keras 3 also learning_rate) are scalars,
     # and every weight of the model is not, so the non-scalar variables are the slots.
     slot_shapes = [tuple(variable.shape) for variable in optimizer.variables if len(variable.shape)]
-    weight_shapes = [tuple(weight.shape) for weight in model.trainable_variables]
     if not slot_shapes:
         slots = "no slots"
     else:
-        assert slot_shapes == weight_shapes
-        # Created inside the first call means exactly the slots appeared there.
-        assert after - before in (0, len(weight_shapes))
-        slots = "one slot per weight, " + (
-            "created inside the first call" if after > before else "built before the first call"
+        assert slot_shapes == [tuple(weight.shape) for weight in model.trainable_variables]
+        created = variables_after - variables_before
+        assert created in (0, len(slot_shapes))
+        slots = "a slot per weight, " + (
+            "created inside the first call" if created else "built before the first call"
         )
-    traces = step.experimental_get_tracing_count()
-    return f"{slots}; {traces} trace{'s' if traces > 1 else ''}"
+    return f"{slots}; the first call traces {traces} time{'s' if traces > 1 else ''}"
 
 
-def naive_tf_function_step(model, loss_fn, optimizer, counts):
-    """A tape step under a plain tf.function, the optimizer left unbuilt.
-
-    While tracing only, it appends len(optimizer.variables) before and after apply_gradients.
-    """
+def naive_tf_function_step(model, loss_fn, optimizer):
+    """A tape step under a plain tf.function, the optimizer left unbuilt."""
 
     @tf.function
     def step(x, y):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True))
         gradients = tape.gradient(loss, model.trainable_variables)
-        counts.append(len(optimizer.variables))
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))  # noqa: B905
-        counts.append(len(optimizer.variables))
         return loss
 
     return step
+
+
+SLOTS_MADE_IN_THE_CALL = (
+    "a slot per weight, created inside the first call; the first call traces 2 times"
+)
+SLOTS_BUILT_BEFORE = "a slot per weight, built before the first call; the first call traces 1 time"
+NO_SLOTS = "no slots; the first call traces 1 time"
 
 
 def test_an_unbuilt_optimizer_creates_its_slots_in_the_first_call_which_then_traces_twice(
@@ -255,24 +258,16 @@ def test_an_unbuilt_optimizer_creates_its_slots_in_the_first_call_which_then_tra
 ):
     """Keras 2 SGD builds a slot per weight even at momentum 0; Keras 3 SGD only with momentum."""
     loss_fn = keras.losses.MeanSquaredError()
-    features, targets = regression_data(samples=BATCH_SIZE)
     for momentum in (0.0, 0.9):
         model = small_model()
         optimizer = keras.optimizers.SGD(LEARNING_RATE, momentum=momentum)
-        counts = []
-        naive_step = naive_tf_function_step(model, loss_fn, optimizer, counts)
-        naive_step(features, targets)
-        naive_step(features, targets)
-        naive = slots_and_traces(naive_step, optimizer, model, counts[:2])
-
-        fresh_model = small_model()
-        fresh_optimizer = keras.optimizers.SGD(LEARNING_RATE, momentum=momentum)
-        step = recipe.make_train_step(fresh_model, loss_fn, fresh_optimizer)
-        built_count = len(fresh_optimizer.variables)
-        step(features, targets)
-        step(features, targets)
+        naive = slots_and_traces(
+            naive_tf_function_step(model, loss_fn, optimizer), optimizer, model
+        )
+        model = small_model()
+        optimizer = keras.optimizers.SGD(LEARNING_RATE, momentum=momentum)
         built = slots_and_traces(
-            step, fresh_optimizer, fresh_model, (built_count, len(fresh_optimizer.variables))
+            recipe.make_train_step(model, loss_fn, optimizer), optimizer, model
         )
 
         naive_behaviour = f"first tf.function step, unbuilt SGD(momentum={momentum})"
@@ -282,22 +277,22 @@ def test_an_unbuilt_optimizer_creates_its_slots_in_the_first_call_which_then_tra
                 naive_behaviour,
                 naive,
                 {
-                    "keras<3": "one slot per weight, created inside the first call; 2 traces",
-                    "keras>=3": "no slots; 1 trace",
+                    "keras<3": SLOTS_MADE_IN_THE_CALL,
+                    "keras>=3": NO_SLOTS,
                 },
             )
             version_split(
                 built_behaviour,
                 built,
                 {
-                    "keras<3": "one slot per weight, built before the first call; 1 trace",
-                    "keras>=3": "no slots; 1 trace",
+                    "keras<3": SLOTS_BUILT_BEFORE,
+                    "keras>=3": NO_SLOTS,
                 },
             )
         else:
-            assert naive == "one slot per weight, created inside the first call; 2 traces"
+            assert naive == SLOTS_MADE_IN_THE_CALL
             observe(naive_behaviour, naive)
-            assert built == "one slot per weight, built before the first call; 1 trace"
+            assert built == SLOTS_BUILT_BEFORE
             observe(built_behaviour, built)
 
 
