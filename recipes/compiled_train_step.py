@@ -4,8 +4,9 @@ Problem: A GradientTape loop run eagerly is several times slower than `fit`, so 
 `tf.function`. Then it retraces silently: once per Python number it is called with, once per
 new batch size, and once more in the first call when the optimizer creates its slot
 variables there. Each trace costs time, so a loop that retraces on every call loses what
-compiling gained. This recipe exports `make_train_step` and `make_iterator_train_step`, compiled steps
-that trace once on every stack and can run k steps per call, and proves the retracing rules.
+compiling gained. This recipe exports `make_train_step` and `make_iterator_train_step`,
+compiled steps that trace once on every stack and can run k steps per call, and proves the
+retracing rules.
 
 Recipe:
     1. Build the optimizer before the first trace (`optimizer.build(model.trainable_variables)`)
