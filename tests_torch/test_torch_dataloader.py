@@ -1,0 +1,135 @@
+"""Tests for recipes/torch_dataloader.py that need torch; run by the `torch` tox env only.
+
+They live outside `tests/`, which the five stack envs run, so those envs neither collect nor
+skip them. The root conftest.py still applies (seeds, fixtures, version_split).
+"""
+
+import numpy as np
+import pytest
+import torch
+from tensorflow import keras
+
+from conftest import outcome_of
+from recipes import torch_dataloader
+from recipes.torch_dataloader import make_loader, make_tape_step, numpy_batches, to_numpy
+
+BATCH_SIZE = 4
+TOLERANCE = 1e-5
+
+
+def regression_data(samples=16, seed=0):
+    random = np.random.default_rng(seed)
+    images_nchw = random.normal(size=(samples, 3, 5, 4)).astype("float32")
+    labels = random.normal(size=(samples, 1)).astype("float32")
+    return images_nchw, labels
+
+
+def small_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(5, 4, 3)),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    return model
+
+
+def max_difference(weights, reference):
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(weights, reference, strict=True))
+
+
+def weights_of_fit_on_arrays(images_nchw, labels):
+    model = small_model()
+    initial = model.get_weights()
+    model.fit(
+        images_nchw.transpose(0, 2, 3, 1), labels, batch_size=BATCH_SIZE, shuffle=False, verbose=0
+    )
+    assert max_difference(model.get_weights(), initial) > 1e-3
+    return model.get_weights()
+
+
+class NhwcDataset(torch.utils.data.Dataset):
+    """A map-style dataset that permutes each CHW sample to HWC, for fit on Keras 3."""
+
+    def __init__(self, images_nchw, labels):
+        self.images = torch.from_numpy(images_nchw)
+        self.labels = torch.from_numpy(labels)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index].permute(1, 2, 0).contiguous(), self.labels[index]
+
+
+def test_the_recipe_sees_torch_and_converts_its_tensors():
+    assert torch_dataloader.torch is torch
+    tensor = torch.arange(6.0, requires_grad=True).reshape(1, 1, 2, 3) * 2
+    array = to_numpy(tensor)
+    assert isinstance(array, np.ndarray) and array.shape == (1, 1, 2, 3)
+    np.testing.assert_array_equal(array.ravel(), np.arange(6.0) * 2)
+
+
+def test_dataloader_batches_convert_to_the_transposed_arrays_in_order(observe):
+    images_nchw, labels = regression_data(10)
+    loader = make_loader(images_nchw, labels, BATCH_SIZE)
+    batches = list(numpy_batches(loader, epochs=1))
+    assert [images.shape for images, _ in batches] == [(4, 5, 4, 3), (4, 5, 4, 3), (2, 5, 4, 3)]
+    np.testing.assert_array_equal(
+        np.concatenate([images for images, _ in batches]), images_nchw.transpose(0, 2, 3, 1)
+    )
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)
+    observe("numpy_batches(DataLoader of NCHW tensors)", "NHWC numpy batches, in order")
+
+
+def test_dataloader_into_train_on_batch_and_tape_loop_matches_fit_on_arrays(observe):
+    images_nchw, labels = regression_data()
+    reference = weights_of_fit_on_arrays(images_nchw, labels)
+    loader = make_loader(images_nchw, labels, BATCH_SIZE)
+    on_batch_model = small_model()
+    for images, batch_labels in numpy_batches(loader, epochs=1):
+        on_batch_model.train_on_batch(images, batch_labels)
+    assert max_difference(on_batch_model.get_weights(), reference) <= TOLERANCE
+    tape_model = small_model()
+    step = make_tape_step(tape_model, keras.losses.MeanSquaredError(), keras.optimizers.SGD(0.05))
+    for images, batch_labels in numpy_batches(loader, epochs=1):
+        step(images, batch_labels)
+    assert max_difference(tape_model.get_weights(), reference) <= TOLERANCE
+    observe("DataLoader -> train_on_batch and tape loop", "weights of fit on arrays")
+
+
+def test_fit_takes_an_nhwc_dataloader_directly(version_split):
+    images_nchw, labels = regression_data()
+    reference = weights_of_fit_on_arrays(images_nchw, labels)
+    loader = torch.utils.data.DataLoader(NhwcDataset(images_nchw, labels), batch_size=BATCH_SIZE)
+    model = small_model()
+
+    def fit_and_compare():
+        model.fit(loader, epochs=1, shuffle=False, verbose=0)
+        assert max_difference(model.get_weights(), reference) <= TOLERANCE
+
+    # Only Keras 3.15 runs here (the torch env); other stacks would be news.
+    version_split(
+        "fit(x=torch DataLoader of NHWC batches)",
+        outcome_of(fit_and_compare),
+        {"keras>=3.15": "works"},
+    )
+
+
+def test_fit_on_an_nchw_dataloader_fails_for_a_channels_last_model(observe):
+    images_nchw, labels = regression_data()
+    loader = make_loader(images_nchw, labels, BATCH_SIZE)
+    with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 3"):
+        small_model().fit(loader, epochs=1, shuffle=False, verbose=0)
+    observe("fit(x=torch DataLoader of NCHW batches), channels-last model", "ValueError")
+
+
+def test_make_loader_rejects_a_bad_batch_size():
+    images_nchw, labels = regression_data(4)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        make_loader(images_nchw, labels, 0)
+    assert len(make_loader(images_nchw, labels, np.int64(2))) == 2
