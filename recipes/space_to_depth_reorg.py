@@ -31,7 +31,7 @@ Pitfalls:
     - With unknown height or width (`keras.Input((None, None, C))`) the check can only run
       when data arrives: TensorFlow then raises InvalidArgumentError.
     - Pass `custom_objects` when loading: without it a `.keras` file fails to load on Keras 2
-      and on Keras 3.15 and later, a legacy `.h5` file on all five stacks (see Versions).
+      and on Keras 3.9 and later, a legacy `.h5` file on all five stacks (see Versions).
     - darknet's `[reorg]` (pjreddie/darknet, and AlexeyAB/darknet, which implements it in
       reorg_old_layer.c) is not space_to_depth: build darknet `[reorg]` weights with
       `DarknetReorg`, AlexeyAB's `[reorg3d]` (exactly space_to_depth) with `Reorg`. For H
@@ -51,10 +51,10 @@ Versions:
       archive), so it cannot save a subclassed model there.
     - Loading a `.keras` file without `custom_objects`: Keras 2.12 raises ValueError
       "Unknown layer: 'Reorg'"; Keras 2.13 and later Keras 2 (tf-keras too) raise TypeError
-      "'str' object is not callable"; Keras 3.0 to 3.14 load it, importing the class from
-      the module path saved in the file; Keras 3.15 and later raise TypeError "Could not
-      locate class 'Reorg'".
-    - Keras 3.0 to 3.14 ignore `custom_objects` for a legacy `.h5` file ("Unknown layer");
+      "'str' object is not callable"; Keras 3.0 to 3.8 load it, importing the class from
+      the module path saved in the file; Keras 3.9 and later import only Keras' own modules
+      (the fix for CVE-2025-1550) and raise TypeError "Could not locate class 'Reorg'".
+    - Keras 3.0 to 3.2 ignore `custom_objects` for a legacy `.h5` file ("Unknown layer");
       loading inside `keras.utils.custom_object_scope` works there and everywhere else.
     - Functional and Sequential models holding `Reorg` or `DarknetReorg` round-trip through
       `.keras` and legacy `.h5` files on all five stacks; a subclassed model (with
@@ -70,7 +70,8 @@ allanzelener/YAD2K and experiencor/keras-yolo2 (`space_to_depth_x2`); pjreddie/d
 src/reorg_layer.c (forward_reorg_layer) and src/blas.c (reorg_cpu); AlexeyAB/darknet
 src/parser.c, src/reorg_layer.c ([reorg3d]) and src/reorg_old_layer.c ([reorg]);
 thtrieu/darkflow#173, AlexeyAB/darknet#489, opencv/opencv#9705 and #12403 (darknet's reorg
-against space_to_depth).
+against space_to_depth); keras-team/keras#20751 (CVE-2025-1550: from Keras 3.9,
+`load_model` imports only Keras' own modules).
 
 Run: python -m recipes.space_to_depth_reorg
 """

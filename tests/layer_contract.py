@@ -179,7 +179,8 @@ def check_saving(models, layer_class, inputs, tmp_path, version_split):
     version_split(
         "`load_model(legacy .h5, custom_objects=...)` of a model holding a custom layer",
         h5_by_argument.pop(),
-        {"keras<3": "works", "keras>=3,<3.15": "ValueError: Unknown layer", "keras>=3.15": "works"},
+        # Keras 3.0 to 3.2 call the .h5 loader with the path alone (tox -e boundaries).
+        {"keras<3": "works", "keras>=3,<3.3": "ValueError: Unknown layer", "keras>=3.3": "works"},
     )
 
 

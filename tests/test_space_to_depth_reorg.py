@@ -344,9 +344,9 @@ def test_loading_a_keras_file_without_custom_objects_depends_on_the_keras_versio
         {
             "keras<2.13": "ValueError: Unknown layer: 'Reorg'",
             "keras>=2.13,<3": "TypeError: 'str' object is not callable",
-            # Narrowed by the lead's sweep over Keras 3 releases (3.8 still loads).
-            "keras>=3,<3.15": "works",
-            "keras>=3.15": "TypeError: Could not locate class 'Reorg'",
+            # Keras 3.9 imports only Keras' own modules (CVE-2025-1550; tox -e boundaries).
+            "keras>=3,<3.9": "works",
+            "keras>=3.9": "TypeError: Could not locate class 'Reorg'",
         },
     )
 
