@@ -38,11 +38,8 @@ Run: python benchmarks/training_loops.py [--steps N] [--repeats R] [--steps-per-
 
 import argparse
 import dataclasses
-import importlib.metadata
-import json
 import os
 import pathlib
-import platform
 import statistics
 import sys
 import time
@@ -58,6 +55,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow import keras  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from recipes.compiled_train_step import make_iterator_train_step, make_train_step  # noqa: E402
 
 BATCH_SIZE = 64
@@ -94,37 +92,26 @@ RECOMMENDED_LOOP_GOAL = 1.0
 MULTI_STEP_GOAL = 1.2
 
 
-def positive_integer(text):
-    """An argparse type that accepts only whole numbers above zero."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description="Steps per second of each Keras training route, side by side."
     )
     parser.add_argument(
         "--steps",
-        type=positive_integer,
+        type=harness.positive_integer,
         default=DEFAULT_STEPS,
         help=f"timed optimizer steps per route and repeat (default {DEFAULT_STEPS})",
     )
     parser.add_argument(
         "--repeats",
-        type=positive_integer,
+        type=harness.positive_integer,
         default=DEFAULT_REPEATS,
         help="interleaved measurements per route; the median and the best are reported "
         f"(default {DEFAULT_REPEATS})",
     )
     parser.add_argument(
         "--steps-per-call",
-        type=positive_integer,
+        type=harness.positive_integer,
         default=DEFAULT_STEPS_PER_CALL,
         help="optimizer steps per call of the multi-step function, and fit's "
         f"steps_per_execution; at least 2, must divide --steps (default "
@@ -150,34 +137,6 @@ def parse_arguments(argv=None):
             f"--steps-per-call ({arguments.steps_per_call})"
         )
     return arguments
-
-
-def describe_stack():
-    """The TensorFlow, Keras and machine this run measures, as a dict of short values."""
-    if keras.__name__.startswith("tf_keras"):
-        keras_version = importlib.metadata.version("tf-keras") + " (tf-keras)"
-    elif hasattr(keras, "version"):
-        keras_version = keras.version()
-    else:
-        keras_version = importlib.metadata.version("keras")
-    cpu_model = platform.processor() or platform.machine()
-    cpuinfo = pathlib.Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.partition(":")[2].strip()
-                break
-    usable_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras_version,
-        "tox_env": os.environ.get("TOX_ENV_NAME", ""),
-        "cpu": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": usable_cpus,
-        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
-    }
 
 
 def build_model():
@@ -296,21 +255,21 @@ class Route:
             self.retraces_while_timed += traces_after - traces_before
 
     @property
+    def rates(self):
+        return harness.Rates(self.steps_per_second)
+
+    @property
     def median_steps_per_second(self):
-        return statistics.median(self.steps_per_second)
+        return self.rates.median
 
     @property
     def best_steps_per_second(self):
-        # Other processes can only slow a run down, so the fastest repeat is the one they
-        # disturbed least (the reasoning behind timeit's advice to take the minimum time).
-        return max(self.steps_per_second)
+        # The fastest repeat is the one other processes disturbed least (see harness).
+        return self.rates.best
 
     def ratios_to(self, reference):
         """(median steps/s over the reference's median, best over the reference's best)."""
-        return (
-            self.median_steps_per_second / reference.median_steps_per_second,
-            self.best_steps_per_second / reference.best_steps_per_second,
-        )
+        return self.rates.ratios_to(reference.rates)
 
 
 def fit_route(workload, name, steps_per_execution):
@@ -472,12 +431,7 @@ def measure(routes, repeats):
     The rotation keeps any route from always running first, or always right after the
     slow eager loop, while the machine's load drifts.
     """
-    order = list(routes.values())
-    for repeat in range(repeats):
-        shift = repeat % len(order)
-        for route in order[shift:] + order[:shift]:
-            route.measure()
-        print(f"  repeat {repeat + 1}/{repeats} done", flush=True)
+    harness.measure_interleaved(routes.values(), repeats, Route.measure)
 
 
 def goal_checks(routes):
@@ -492,18 +446,10 @@ def goal_checks(routes):
         route = routes[name]
         goals.append((f"{name} >= {MULTI_STEP_GOAL:.1f}x fit", route, fit, MULTI_STEP_GOAL))
         goals.append((f"{name} >= fit with steps_per_execution", route, fit_spe, 1.0))
-    checks = []
-    for goal, route, reference, threshold in goals:
-        median_ratio, best_ratio = route.ratios_to(reference)
-        checks.append(
-            {
-                "goal": goal,
-                "ratio": median_ratio,
-                "best_of_repeats_ratio": best_ratio,
-                "passed": median_ratio >= threshold,
-            }
-        )
-    return checks
+    return [
+        harness.goal_check(goal, route.rates, reference.rates, threshold)
+        for goal, route, reference, threshold in goals
+    ]
 
 
 def row_label(route):
@@ -515,24 +461,8 @@ def row_label(route):
 
 
 def print_report(stack, arguments, routes, checks, wall_seconds):
-    tox_env = f" (tox env {stack['tox_env']})" if stack["tox_env"] else ""
     print()
-    print(
-        f"stack: tensorflow {stack['tensorflow']}, keras {stack['keras']}, "
-        f"python {stack['python']}{tox_env}"
-    )
-    print(
-        f"machine: {stack['cpu']}, {stack['cpu_count']} CPUs ({stack['usable_cpus']} usable); "
-        f"load average {stack['load_average_at_start'][0]} at start, "
-        f"{os.getloadavg()[0]:.2f} at end"
-    )
-    cpus = stack["usable_cpus"] or stack["cpu_count"] or 1
-    if stack["load_average_at_start"][0] > cpus:
-        print(
-            f"warning: the load average exceeded the {cpus} CPUs before timing began, so "
-            "other processes compete for them and the timings include waiting for a CPU; "
-            "the best-of ratios and CPU ms/step are steadier than the medians."
-        )
+    harness.print_stack(stack)
     print(
         f"workload: 2-conv CNN, input {IMAGE_SHAPE}, batch {BATCH_SIZE}, Adam; "
         f"{arguments.steps} timed steps per route, median of {arguments.repeats} "
@@ -581,13 +511,7 @@ def print_report(stack, arguments, routes, checks, wall_seconds):
         print("fit runs without XLA (jit_compile is off), like the tape loops.")
     print("fit is compiled with no metrics, so it computes what the loops compute.")
     print()
-    print("Goals, judged on the median ratio (best-of-repeats ratio in brackets):")
-    for check in checks:
-        verdict = "PASS" if check["passed"] else "FAIL"
-        print(
-            f"{verdict}  {check['goal']}: {check['ratio']:.2f}x "
-            f"({check['best_of_repeats_ratio']:.2f}x)"
-        )
+    harness.print_goals(checks)
     print(f"\nwall time {wall_seconds:.0f} s; the exit status is 0 whatever the goals say.")
 
 
@@ -615,13 +539,13 @@ def write_json(path, stack, arguments, routes, checks, wall_seconds):
         "goals": checks,
         "wall_seconds": wall_seconds,
     }
-    pathlib.Path(path).write_text(json.dumps(results, indent=2) + "\n")
+    harness.write_json(path, results)
 
 
 def main(argv=None):
     arguments = parse_arguments(argv)
     wall_start = time.perf_counter()
-    stack = describe_stack()
+    stack = harness.describe_stack()
     print(f"warming up every route on TensorFlow {tf.__version__} ...", flush=True)
     workload = Workload(arguments.steps_per_call, arguments.feed)
     routes = prepare_routes(workload, arguments.steps, arguments.steps_per_call)
@@ -631,7 +555,6 @@ def main(argv=None):
     print_report(stack, arguments, routes, checks, wall_seconds)
     if arguments.json:
         write_json(arguments.json, stack, arguments, routes, checks, wall_seconds)
-        print(f"results written to {arguments.json}")
     return 0
 
 
