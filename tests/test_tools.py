@@ -13,7 +13,7 @@ import pytest
 
 import conftest
 from recipes import __main__ as recipes_main
-from tools import behavior_matrix, test_summary
+from tools import behavior_matrix, boundaries, test_summary
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIGEST = "0123456789abcdef"
@@ -292,3 +292,63 @@ def test_outcome_of_names_the_error_and_a_fragment_of_its_message():
     assert conftest.outcome_of(lambda: None) == "works"
     assert conftest.outcome_of(fails) == "ValueError"
     assert conftest.outcome_of(fails, ["nope", "Cannot squeeze"]) == "ValueError: Cannot squeeze"
+
+
+# --- tools/boundaries.py: where each outcome starts -----------------------------------------
+
+
+def split_record(stack, keras, observed):
+    return {
+        "stack": stack,
+        "tensorflow": "2.x",
+        "keras": keras,
+        "exitstatus": 0,
+        "observations": [
+            {"recipe": "demo", "behaviour": "b", "observed": observed, "known": {"keras<3": "x"}}
+        ],
+    }
+
+
+def test_boundaries_name_the_releases_of_each_run_of_one_outcome():
+    records = [
+        split_record("k3.10", "3.10.0", "new"),
+        split_record("k2.15", "2.15.0", "old"),
+        split_record("tfk2.16", "2.16.0 (tf-keras)", "old"),
+        split_record("k3.0", "3.0.5", "mean"),
+        split_record("k3.9", "3.9.2", "mean"),
+        split_record("k3.15", "3.15.1", "new"),
+    ]
+    [behaviour] = boundaries.merge(records)["behaviours"]
+    assert [(run["outcome"], run["releases"]) for run in behaviour["runs"]] == [
+        ("old", "Keras 2.15, tf-keras 2.16"),
+        ("mean", "Keras 3.0–3.9"),
+        ("new", "Keras 3.10–3.15"),
+    ]
+    assert "`mean`: Keras 3.0–3.9" in boundaries.render(boundaries.merge(records))
+
+
+def test_stack_install_names_a_missing_or_malformed_version():
+    assert boundaries.stack_requirements("2.19.0", "3.10.0") == [
+        "tensorflow-cpu==2.19.0",
+        "keras==3.10.0",
+    ]
+    assert boundaries.stack_requirements("2.19.0", tf_keras="2.19.0") == [
+        "tensorflow==2.19.0",
+        "tf-keras==2.19.0",
+    ]
+    with pytest.raises(ValueError, match="STACK_TENSORFLOW is not set"):
+        boundaries.stack_requirements(None)
+    with pytest.raises(ValueError, match=r"STACK_KERAS='3.x' is not a release number"):
+        boundaries.stack_requirements("2.19.0", "3.x")
+    with pytest.raises(ValueError, match="pick one"):
+        boundaries.stack_requirements("2.19.0", "3.10.0", "2.19.0")
+
+
+def test_every_split_in_the_committed_boundaries_lists_the_pinned_stacks_outcomes():
+    """The boundary page was generated from tests that agree with the pinned stacks' ranges."""
+    data = json.loads((ROOT / "docs" / "version-boundaries.json").read_text())
+    swept = {stack["stack"] for stack in data["stacks"]}
+    assert {"k2.12", "k2.15", "k3.0", "k3.15", "tfk2.21"} <= swept
+    assert [stack["stack"] for stack in data["stacks"] if stack["exitstatus"] != 0] == []
+    for item in data["behaviours"]:
+        assert set(item["observed"]) == swept, item["behaviour"]

@@ -151,19 +151,27 @@ def version_key(text):
     return tuple(int(part) for part in text.split()[0].split(".") if part.isdigit())
 
 
+def family(keras):
+    """Bundled Keras 2, tf-keras (Keras 2 on TensorFlow 2.16 and later) or Keras 3."""
+    if "tf-keras" in keras:
+        return "tf-keras"
+    return "Keras" if version_key(keras) < (3,) else "Keras 3"
+
+
 def describe_run(stacks):
-    """ "Keras 3.0–3.14" for a run of consecutive stacks (ordered by Keras version)."""
-    first, last = stacks[0]["keras"], stacks[-1]["keras"]
-    label = "tf-keras" if "tf-keras" in first else "Keras"
-
-    def short(version):
-        return ".".join(version.split()[0].split(".")[:2])
-
-    if first == last:
-        return f"{label} {short(first)}"
-    if "tf-keras" in last and label == "Keras":
-        return f"Keras {short(first)}–{short(last)} (tf-keras from 2.16)"
-    return f"{label} {short(first)}–{short(last)}"
+    """ "Keras 2.12–2.15, tf-keras 2.16–2.21" for a run of stacks ordered by Keras version."""
+    parts = []
+    for stack in stacks:
+        name = family(stack["keras"])
+        minor = ".".join(stack["keras"].split()[0].split(".")[:2])
+        if parts and parts[-1][0] == name:
+            parts[-1][2] = minor
+        else:
+            parts.append([name, minor, minor])
+    return ", ".join(
+        f"{name.split()[0]} {first}" + (f"–{last}" if last != first else "")
+        for name, first, last in parts
+    )
 
 
 def merge(records):
