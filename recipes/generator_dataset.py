@@ -5,8 +5,8 @@ random-crops and batches images. It has two bugs: it appends the batch list to i
 (`image_data.append(image_data)` where it meant the image), so no image ever reaches a batch,
 and it crops every sample twice, so samples come out smaller than intended and from a
 narrower window. Written correctly, such a generator still meets fit's rules: a generator
-that ends before `steps_per_epoch * epochs` batches makes fit stop early on Keras 2 and run
-epochs without data on Keras 3, with a warning that is easy to miss.
+that ends before `steps_per_epoch * epochs` batches makes fit stop early on Keras 2 and, on
+Keras 3, finish its epochs on fewer batches than asked, with a warning that is easy to miss.
 
 Recipe:
     1. Draw each epoch's plan up front from a generator seeded by (seed, epoch):
@@ -40,11 +40,11 @@ Versions:
     - Keras 2.12 / 2.15 / tf-keras 2.21: a generator of 3 batches fitted with
       steps_per_epoch=2, epochs=3 logs the warning on the `tensorflow` logger (no Python
       warning) and ends fit after epoch 2 of 3, having trained 3 batches.
-    - Keras 3.0 to 3.14: a UserWarning, and fit runs all 3 epochs (history lists 3) on the
-      same 3 batches.
+    - Keras 3.0 to 3.14: a UserWarning, and fit runs all 3 epochs (history lists 3),
+      training 3 batches in all.
     - Keras 3.15 and later: the same UserWarning, all 3 epochs, and 5 batches trained from
-      a generator that yielded 3: after the generator ends, fit replays the 2 batches it
-      peeked at to learn the input shapes.
+      a generator that yielded 3 (Keras' `peek_and_restore` chains the 2 batches it peeked
+      at to learn the input shapes in front of the generator again for the last epoch).
     - Keras 3.15 and later also warn (UserWarning "`shuffle=True` was passed, but will be
       ignored") when a generator is fitted with the default shuffle=True; earlier stacks
       ignore shuffle silently. Pass shuffle=False.

@@ -25,13 +25,14 @@ Pitfalls:
     - `fit`'s default `shuffle=True` requests a Sequence's or PyDataset's batches in a new
       random order every epoch on every stack; with `shuffle=False` each epoch requests
       batches 0, 1, 2, ... in order.
-    - Batches requested before the first epoch (to learn the input shapes) are served from
-      the same object, so `__getitem__` must not count on being called once per step.
+    - fit requests one or two batches before the first epoch (to learn the input shapes)
+      from the same object, on every stack, so `__getitem__` must not count on being
+      called once per step.
 
 Versions:
     - Keras 2.12 / 2.15 / tf-keras 2.21: `keras.utils.PyDataset` does not exist;
       `Sequence.__init__` takes no arguments (TypeError for `workers=2`), and
-      `fit(workers=2)` runs the dataset in two threads.
+      `fit(workers=2)` trains.
     - Keras 3.0 / 3.15: `keras.utils.Sequence is keras.utils.PyDataset`; the constructor
       takes `workers=2`, and `fit(workers=2)` raises TypeError "unexpected keyword argument
       'workers'".
@@ -164,8 +165,8 @@ def demo():
         ]
     )
     model.compile(optimizer="sgd", loss="binary_crossentropy")
-    history = model.fit(dataset, epochs=2, shuffle=False, verbose=0, **dataset.fit_kwargs())
-    print(f"fit with workers=2: {len(history.epoch)} epochs")
+    history = model.fit(dataset, epochs=1, shuffle=False, verbose=0, **dataset.fit_kwargs())
+    print(f"fit with workers=2: {len(history.epoch)} epoch")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ Pitfalls:
       generator nor a Sequence raises ValueError on every stack (the messages differ, see
       Versions); `numpy_batches(loader)` trains on all of them.
     - Keras 3.15's `fit` on a DataLoader of NCHW batches raises ValueError for a
-      channels-last model: fit converts to numpy but does not transpose.
+      channels-last model ("expected axis -1 of input shape to have value 3"): fit does
+      not transpose.
 
 Versions:
     - Keras 2.12 / 2.15 / tf-keras 2.21: `fit` on a re-iterable loader raises ValueError
