@@ -39,10 +39,10 @@ Pitfalls:
       OutOfRangeError when the iterator runs out inside the function.
 
 Versions:
-    - Keras 2.12 / 2.15 / tf-keras 2.21 (Keras 2): an SGD optimizer that is not built yet
+    - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): an SGD optimizer that is not built yet
       creates one slot variable per weight inside the first `tf.function` call, even at
       momentum 0, so that call traces twice.
-    - Keras 3.0 / 3.15 (Keras 3): SGD at momentum 0 creates no slot variables and the first
+    - Keras 3 (3.0 and later): SGD at momentum 0 creates no slot variables and the first
       call traces once; with momentum it creates one slot per weight in the first call and
       traces twice, as on Keras 2.
     - `make_train_step` builds the optimizer first, so its slots exist before the first call,

@@ -37,17 +37,17 @@ Pitfalls:
       trains exactly `steps_per_epoch * epochs` batches, with no warning.
 
 Versions:
-    - Keras 2.12 / 2.15 / tf-keras 2.21: a generator of 3 batches fitted with
+    - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): a generator of 3 batches fitted with
       steps_per_epoch=2, epochs=3 logs the warning on the `tensorflow` logger (no Python
       warning) and ends fit after epoch 2 of 3, having trained 3 batches.
-    - Keras 3.0 to 3.14: a UserWarning, and fit runs all 3 epochs (history lists 3),
+    - Keras 3.0 to 3.6: a UserWarning, and fit runs all 3 epochs (history lists 3),
       training 3 batches in all.
-    - Keras 3.15 and later: the same UserWarning, all 3 epochs, and 5 batches trained from
+    - Keras 3.7 and later: the same UserWarning, all 3 epochs, and 5 batches trained from
       a generator that yielded 3 (Keras' `peek_and_restore` chains the 2 batches it peeked
       at to learn the input shapes in front of the generator again for the last epoch).
     - Keras 3.15 and later also warn (UserWarning "`shuffle=True` was passed, but will be
-      ignored") when a generator is fitted with the default shuffle=True; earlier stacks
-      ignore shuffle silently. Pass shuffle=False.
+      ignored") when a generator is fitted with the default shuffle=True; Keras 2 and
+      Keras 3.0 to 3.14 ignore shuffle silently. Pass shuffle=False.
 
 Sources: keras.io "Model training APIs" (fit: x may be a generator, steps_per_epoch);
 keras-team/keras#19225 (fit_generator removed in Keras 3); keras-team/keras source

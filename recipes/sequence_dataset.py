@@ -30,16 +30,16 @@ Pitfalls:
       called once per step.
 
 Versions:
-    - Keras 2.12 / 2.15 / tf-keras 2.21: `keras.utils.PyDataset` does not exist;
+    - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): `keras.utils.PyDataset` does not exist;
       `Sequence.__init__` takes no arguments (TypeError for `workers=2`), and
       `fit(workers=2)` trains.
-    - Keras 3.0 / 3.15: `keras.utils.Sequence is keras.utils.PyDataset`; the constructor
+    - Keras 3 (3.0 and later): `keras.utils.Sequence is keras.utils.PyDataset`; the constructor
       takes `workers=2`, and `fit(workers=2)` raises TypeError "unexpected keyword argument
       'workers'".
-    - Keras 3.0 / 3.15: a subclass whose `__init__` does not call `super().__init__()`
+    - Keras 3 (3.0 and later): a subclass whose `__init__` does not call `super().__init__()`
       still trains, with a UserWarning "should call `super().__init__(**kwargs)`"; Keras 2
       says nothing.
-    - Keras 2.12 to 3.14: fit(epochs=3) calls `on_epoch_end` 3 times. Keras 3.15 and later:
+    - Keras 2 and Keras 3.0 to 3.6: fit(epochs=3) calls `on_epoch_end` 3 times. 3.7 and later:
       4 times, once before the first epoch (fit resets its epoch iterator after peeking at
       the first batches), so the first epoch already sees the second order.
 

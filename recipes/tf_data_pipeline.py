@@ -42,9 +42,9 @@ Pitfalls:
       the pipeline is built anew.
 
 Versions:
-    - Keras 2.12 / 2.15 / tf-keras 2.21: fit trains on a dataset whose `tf.numpy_function`
-      output has unknown rank.
-    - Keras 3.0 / 3.15: the same dataset raises ValueError "Cannot take the length of shape
+    - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): fit trains on a dataset whose
+      `tf.numpy_function` output has unknown rank.
+    - Keras 3 (3.0 and later): the same dataset raises ValueError "Cannot take the length of shape
       with unknown rank"; `numpy_map_function`'s `ensure_shape` fixes it on every stack.
 
 Sources: TensorFlow guide "Better performance with the tf.data API"

@@ -31,9 +31,9 @@ Pitfalls:
       not transpose.
 
 Versions:
-    - Keras 2.12 / 2.15 / tf-keras 2.21: `fit` on a re-iterable loader raises ValueError
+    - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): `fit` on a re-iterable loader raises ValueError
       "Failed to find data adapter that can handle input".
-    - Keras 3.0 / 3.15: ValueError "Unrecognized data type" for such an object.
+    - Keras 3 (3.0 and later): ValueError "Unrecognized data type" for such an object.
     - Keras 3.15 (measured in the `torch` tox env: TF 2.21, torch 2.13 CPU): `fit` takes a
       torch DataLoader that yields NHWC batches directly, and ends at the weights of `fit`
       on the arrays.

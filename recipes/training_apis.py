@@ -36,7 +36,7 @@ Pitfalls:
       within 1e-6.
 
 Versions:
-    - Keras 2.12 / 2.15 / tf-keras 2.21 (Keras 2): `model.fit_generator` still trains, to the
+    - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): `model.fit_generator` still trains, to the
       same weights as `fit`, and warns (UserWarning) that it is deprecated. Keras 3.0 and
       later: `model.fit_generator` raises AttributeError; pass the generator to `fit`.
     - Keras 3.0 to 3.14: `train_on_batch` and `test_on_batch` return the mean of every batch

@@ -294,8 +294,8 @@ def test_a_finite_generator_runs_out_of_data_differently_per_stack(version_split
         f"{channel}; {len(history.epoch)} of 3 epochs; {batches} batches trained from 3",
         {
             "keras<3": "tensorflow log warning; 2 of 3 epochs; 3 batches trained from 3",
-            "keras>=3,<3.15": "UserWarning; 3 of 3 epochs; 3 batches trained from 3",
-            "keras>=3.15": "UserWarning; 3 of 3 epochs; 5 batches trained from 3",
+            "keras>=3,<3.7": "UserWarning; 3 of 3 epochs; 3 batches trained from 3",
+            "keras>=3.7": "UserWarning; 3 of 3 epochs; 5 batches trained from 3",
         },
     )
 

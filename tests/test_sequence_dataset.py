@@ -233,8 +233,8 @@ def test_fit_calls_on_epoch_end_once_more_before_the_first_epoch_on_keras_3_15(v
         "on_epoch_end calls during fit(epochs=3)",
         f"{calls}, the first {when} the first epoch's batches",
         {
-            "keras<3.15": "3, the first after the first epoch's batches",
-            "keras>=3.15": "4, the first before the first epoch's batches",
+            "keras<3.7": "3, the first after the first epoch's batches",
+            "keras>=3.7": "4, the first before the first epoch's batches",
         },
     )
 
