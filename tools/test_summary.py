@@ -18,7 +18,11 @@ except ImportError:  # imported as tools.test_summary, from the tests
     from tools.behavior_matrix import STACKS
 
 
-def summarize(directory, stacks=STACKS):
+# The envs that write a JUnit report: the five stacks and the torch tests (tests_torch/).
+TEST_ENVS = [*STACKS, "torch"]
+
+
+def summarize(directory, stacks=TEST_ENVS):
     """Returns (lines to print, exit status) for the JUnit reports in `directory`."""
     totals = {"passed": 0, "failed": 0, "skipped": 0}
     lines, status = [], 0
@@ -60,7 +64,7 @@ def summarize(directory, stacks=STACKS):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", default="build/junit")
-    parser.add_argument("--stacks", default=",".join(STACKS), help="comma-separated env names")
+    parser.add_argument("--stacks", default=",".join(TEST_ENVS), help="comma-separated env names")
     arguments = parser.parse_args(argv)
     lines, status = summarize(arguments.directory, arguments.stacks.split(","))
     print("\n".join(lines))
