@@ -17,6 +17,7 @@ from tensorflow import keras
 
 from recipes import header_fields
 from recipes import loss_shape_pitfall as recipe
+from tests.running_mean_contract import check_running_mean
 
 # Labels (N,) and predictions (N, 1) whose sample-by-sample and broadcast errors differ a lot.
 LABELS = np.array([0.0, 1.0, 2.0, 3.0], dtype="float32")
@@ -232,60 +233,9 @@ LOSS_4_BATCH = (np.zeros((4, 1), "float32"), np.full((4,), 2.0, "float32"))
 LOSS_0_BATCH = (np.zeros((4, 1), "float32"), np.zeros((4,), "float32"))
 
 
-def compile_frozen(model):
-    # A learning rate of zero keeps the weights, so each batch's own loss stays 4 or 0.
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
-
-
-# What may reset the running mean, run between the loss-4 and the loss-0 batch, and what
-# Keras 3.0 to 3.14 then reports for the loss-0 batch: the mean of every loss it holds.
-BETWEEN_THE_BATCHES = {
-    "nothing": (lambda model: None, 2.0),
-    "compile()": (compile_frozen, 0.0),
-    "reset_metrics()": (lambda model: model.reset_metrics(), 0.0),
-    # Two epochs tell "reset at each epoch" (mean of 4 and 0) from "at fit's start" (8 / 3).
-    "fit() for 2 epochs of loss 4": (
-        lambda model: model.fit(*LOSS_4_BATCH, batch_size=4, epochs=2, verbose=0),
-        2.0,
-    ),
-    "evaluate() of loss 4": (lambda model: model.evaluate(*LOSS_4_BATCH, verbose=0), 2.0),
-    "predict()": (lambda model: model.predict(LOSS_4_BATCH[0], verbose=0), 2.0),
-}
-
-
-def loss_reported_for_the_loss_0_batch(first_method, between, second_method):
-    model = recipe.build_linear_model()
-    compile_frozen(model)
-    assert float(getattr(model, first_method)(*LOSS_4_BATCH)) == pytest.approx(4.0)
-    between(model)
-    return float(getattr(model, second_method)(*LOSS_0_BATCH))
-
-
 def test_train_and_test_on_batch_report_a_running_mean_on_keras_3_0_to_3_14(version_split):
     """Keras 3.0 to 3.14 average since compile, reset_metrics, evaluate or a fit epoch began."""
-    for point, (between, running_mean) in BETWEEN_THE_BATCHES.items():
-        reported = [
-            loss_reported_for_the_loss_0_batch(method, between, method)
-            for method in ("train_on_batch", "test_on_batch")
-        ]
-        version_split(
-            f"train_on_batch / test_on_batch: batch of loss 4, {point}, batch of loss 0",
-            " / ".join(f"{value:.2f}" for value in reported),
-            {
-                "keras<3": "0.00 / 0.00",
-                "keras>=3,<3.15": f"{running_mean:.2f} / {running_mean:.2f}",
-                "keras>=3.15": "0.00 / 0.00",
-            },
-        )
-    crossed = [
-        loss_reported_for_the_loss_0_batch("train_on_batch", lambda model: None, "test_on_batch"),
-        loss_reported_for_the_loss_0_batch("test_on_batch", lambda model: None, "train_on_batch"),
-    ]
-    version_split(
-        "loss 4 by train_on_batch, loss 0 by test_on_batch / the other way round",
-        " / ".join(f"{value:.2f}" for value in crossed),
-        {"keras<3": "0.00 / 0.00", "keras>=3,<3.15": "2.00 / 2.00", "keras>=3.15": "0.00 / 0.00"},
-    )
+    check_running_mean(version_split, recipe.build_linear_model, LOSS_4_BATCH, LOSS_0_BATCH)
 
 
 # --- The fix: assert_same_shape ----------------------------------------------------------

@@ -15,6 +15,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from recipes import training_apis
+from tests.running_mean_contract import check_running_mean
 
 TOLERANCE = training_apis.EQUIVALENCE_TOLERANCE
 LEARNING_RATE = 0.1
@@ -210,61 +211,14 @@ LOSS_4_BATCH = (np.ones((4, 2), "float32"), np.zeros((4, 1), "float32"))
 LOSS_0_BATCH = (np.zeros((4, 2), "float32"), np.zeros((4, 1), "float32"))
 
 
-def compile_frozen(model):
-    # A learning rate of zero keeps the weights, so each batch's own loss stays 4 or 0.
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
-
-
-# What may reset the running mean, run between the loss-4 and the loss-0 batch, and what
-# Keras 3.0 to 3.14 then reports for the loss-0 batch: the mean of every loss it holds.
-BETWEEN_THE_BATCHES = {
-    "nothing": (lambda model: None, 2.0),
-    "compile()": (compile_frozen, 0.0),
-    "reset_metrics()": (lambda model: model.reset_metrics(), 0.0),
-    # Two epochs tell "reset at each epoch" (mean of 4 and 0) from "at fit's start" (8 / 3).
-    "fit() for 2 epochs of loss 4": (
-        lambda model: model.fit(*LOSS_4_BATCH, batch_size=4, epochs=2, verbose=0),
-        2.0,
-    ),
-    "evaluate() of loss 4": (lambda model: model.evaluate(*LOSS_4_BATCH, verbose=0), 2.0),
-    "predict()": (lambda model: model.predict(LOSS_4_BATCH[0], verbose=0), 2.0),
-}
-
-
-def loss_reported_for_the_loss_0_batch(first_method, between, second_method):
+def build_all_ones_model():
     inputs = keras.Input(shape=(2,))
-    model = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones")(inputs))
-    compile_frozen(model)
-    assert float(getattr(model, first_method)(*LOSS_4_BATCH)) == pytest.approx(4.0)
-    between(model)
-    return float(getattr(model, second_method)(*LOSS_0_BATCH))
+    return keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="ones")(inputs))
 
 
 def test_train_and_test_on_batch_report_a_running_mean_on_keras_3_0_to_3_14(version_split):
     """Keras 3.0 to 3.14 average since compile, reset_metrics, evaluate or a fit epoch began."""
-    for point, (between, running_mean) in BETWEEN_THE_BATCHES.items():
-        reported = [
-            loss_reported_for_the_loss_0_batch(method, between, method)
-            for method in ("train_on_batch", "test_on_batch")
-        ]
-        version_split(
-            f"train_on_batch / test_on_batch: batch of loss 4, {point}, batch of loss 0",
-            " / ".join(f"{value:.2f}" for value in reported),
-            {
-                "keras<3": "0.00 / 0.00",
-                "keras>=3,<3.15": f"{running_mean:.2f} / {running_mean:.2f}",
-                "keras>=3.15": "0.00 / 0.00",
-            },
-        )
-    crossed = [
-        loss_reported_for_the_loss_0_batch("train_on_batch", lambda model: None, "test_on_batch"),
-        loss_reported_for_the_loss_0_batch("test_on_batch", lambda model: None, "train_on_batch"),
-    ]
-    version_split(
-        "loss 4 by train_on_batch, loss 0 by test_on_batch / the other way round",
-        " / ".join(f"{value:.2f}" for value in crossed),
-        {"keras<3": "0.00 / 0.00", "keras>=3,<3.15": "2.00 / 2.00", "keras>=3.15": "0.00 / 0.00"},
-    )
+    check_running_mean(version_split, build_all_ones_model, LOSS_4_BATCH, LOSS_0_BATCH)
 
 
 def test_tape_loss_without_model_losses_misses_exactly_the_regularizer_gradient(observe):

@@ -97,7 +97,7 @@ def install(requirements, python):
     )
 
 
-def run_stack(name, all_tests=False):
+def run_stack(name, all_tests=False, paths=("tests",)):
     """Creates the stack's environment if needed, runs its tests, returns its result file."""
     requirements, legacy = SWEEP[name]
     environment_dir = ENVS / name
@@ -123,7 +123,7 @@ def run_stack(name, all_tests=False):
     environment.pop("TF_USE_LEGACY_KERAS", None)
     if legacy:
         environment["TF_USE_LEGACY_KERAS"] = "1"
-    command = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests"]
+    command = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q", *paths]
     command += [f"--junitxml={RESULTS / f'{name}.xml'}"]
     if not all_tests:
         command += ["-m", "version_split"]
@@ -268,6 +268,9 @@ def main(argv=None):
     parser.add_argument("--stacks", help=f"comma-separated, from: {', '.join(SWEEP)}")
     parser.add_argument("--all-tests", action="store_true", help="run the whole suite")
     parser.add_argument("--merge-only", action="store_true", help="only rewrite the pages")
+    parser.add_argument(
+        "--paths", nargs="+", default=["tests"], help="test files or folders (default: tests)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="stacks set up and run at once")
     arguments = parser.parse_args(argv)
     if arguments.action == "install":
@@ -285,7 +288,9 @@ def main(argv=None):
         if unknown:
             parser.error(f"--stacks: unknown {unknown}; known: {', '.join(SWEEP)}")
         with concurrent.futures.ThreadPoolExecutor(arguments.jobs) as pool:
-            list(pool.map(lambda name: run_stack(name, arguments.all_tests), names))
+            list(
+                pool.map(lambda name: run_stack(name, arguments.all_tests, arguments.paths), names)
+            )
     data = merge(load_results())
     DATA.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     PAGE.write_text(render(data))
