@@ -1,0 +1,421 @@
+"""Tests for recipes/load_weights_by_name.py: what each Keras does by name, and the helper."""
+
+import pathlib
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+from tensorflow import keras
+
+from conftest import KERAS_MAJOR, outcome_of
+from recipes.load_weights_by_name import LoadReport, load_weights_by_name
+from tests.fixtures.make_keras2_fixtures import fixture_values
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+KERAS2_FUNCTIONAL = FIXTURES / "keras2_functional_weights.h5"
+KERAS2_SUBCLASSED = FIXTURES / "keras2_subclassed_weights.h5"
+
+
+def trunk_model(head_units=2, extra_layer=False, name="trunk_model"):
+    """Input (4,) -> Dense "features" (5) [-> Dense "extra" (5)] -> Dense "head"."""
+    inputs = keras.Input((4,), name="x")
+    hidden = keras.layers.Dense(5, name="features")(inputs)
+    if extra_layer:
+        hidden = keras.layers.Dense(5, name="extra")(hidden)
+    return keras.Model(inputs, keras.layers.Dense(head_units, name="head")(hidden), name=name)
+
+
+def nested_model(flatten=False):
+    """features -> a nested Sequential "trunk" holding Dense "inner" -> head.
+
+    With `flatten`, "inner" is a top-level layer of the model instead.
+    """
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(5, name="features")(inputs)
+    inner = keras.layers.Dense(3, name="inner")
+    hidden = inner(hidden) if flatten else keras.Sequential([inner], name="trunk")(hidden)
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(hidden))
+
+
+class SubclassedModel(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.features = keras.layers.Dense(5, name="features")
+        self.head = keras.layers.Dense(2, name="head")
+
+    def call(self, inputs):
+        return self.head(self.features(inputs))
+
+
+def randomized(model, seed):
+    """Gives every weight distinct values, so a load that did nothing is visible."""
+    generator = np.random.default_rng(seed)
+    for variable in model.weights:
+        variable.assign(generator.normal(size=tuple(variable.shape)).astype(np.float32))
+    return model
+
+
+def weights_of(model, name):
+    return [np.asarray(array) for array in model.get_layer(name).get_weights()]
+
+
+def assert_layer_equal(model, source, name):
+    for got, want in zip(weights_of(model, name), weights_of(source, name), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def assert_holds_keras2_fixture_values(model):
+    """The fixture script's values: weight i of the file's model is fixture_values(shape, i)."""
+    saved_order = weights_of(model, "features") + weights_of(model, "head")
+    for index, array in enumerate(saved_order):
+        np.testing.assert_array_equal(array, fixture_values(array.shape, offset=index))
+
+
+# --- What Keras itself does with by_name ---------------------------------------------------
+
+
+def test_keras_save_weights_to_h5_writes_a_legacy_h5_only_on_keras_2(tmp_path, version_split):
+    model = trunk_model()
+    path = tmp_path / "w.h5"
+    observed = outcome_of(lambda: model.save_weights(str(path)), ["must end in `.weights.h5`"])
+    if observed == "works":
+        with h5py.File(path, "r") as f:
+            assert [name for name in f.attrs["layer_names"]] == [b"x", b"features", b"head"] or [
+                name for name in f.attrs["layer_names"]
+            ] == ["x", "features", "head"]
+    else:
+        assert not path.exists()
+    version_split(
+        "model.save_weights('w.h5')",
+        observed,
+        {"keras<3": "works", "keras>=3": "ValueError: must end in `.weights.h5`"},
+    )
+
+
+def test_keras_2_loads_by_name_from_its_legacy_h5_weights_file(tmp_path, version_split):
+    """On Keras 2 the bigger model gets "features" and "head"; "extra" keeps its values."""
+    source = randomized(trunk_model(), seed=1)
+    target = randomized(trunk_model(extra_layer=True), seed=2)
+    extra_before = weights_of(target, "extra")
+    path = tmp_path / "w.h5"
+    if KERAS_MAJOR == 2:
+        source.save_weights(str(path))
+        observed = outcome_of(lambda: target.load_weights(str(path), by_name=True))
+        assert_layer_equal(target, source, "features")
+        assert_layer_equal(target, source, "head")
+        np.testing.assert_array_equal(weights_of(target, "extra")[0], extra_before[0])
+    else:
+        observed = "no legacy .h5 weights file to load"
+    version_split(
+        "load_weights(save_weights('w.h5'), by_name=True) into a bigger model",
+        observed,
+        {"keras<3": "works", "keras>=3": "no legacy .h5 weights file to load"},
+    )
+
+
+def test_keras_by_name_from_a_full_model_h5_fails_before_keras_3_8(tmp_path, version_split):
+    source = randomized(trunk_model(), seed=1)
+    target = randomized(trunk_model(extra_layer=True), seed=2)
+    path = tmp_path / "m.h5"
+    source.save(str(path))
+    observed = outcome_of(
+        lambda: target.load_weights(str(path), by_name=True),
+        ["Weight count mismatch for top-level weights"],
+    )
+    if observed == "works":
+        assert_layer_equal(target, source, "features")
+        assert_layer_equal(target, source, "head")
+    version_split(
+        "load_weights(model.save('m.h5'), by_name=True) into a bigger model",
+        observed,
+        {
+            "keras<3": "works",
+            "keras>=3,<3.8": "ValueError: Weight count mismatch for top-level weights",
+            "keras>=3.8": "works",
+        },
+    )
+
+
+def test_keras_by_name_on_a_weights_h5_is_ignored_on_keras_2_and_refused_on_keras_3(
+    tmp_path, version_split
+):
+    """Keras 2 ignores by_name there and loads by position: a renamed layer still loads."""
+    source = randomized(trunk_model(), seed=1)
+    path = tmp_path / "w.weights.h5"
+    source.save_weights(str(path))
+    renamed = randomized(trunk_model(name="other"), seed=2)
+    renamed.get_layer("head")._name = "renamed_head"
+    observed = outcome_of(
+        lambda: renamed.load_weights(str(path), by_name=True),
+        ["Invalid keyword arguments", "only supports loading legacy"],
+    )
+    if observed == "works":
+        np.testing.assert_array_equal(
+            weights_of(renamed, "renamed_head")[0], weights_of(source, "head")[0]
+        )
+    version_split(
+        "load_weights('w.weights.h5', by_name=True)",
+        observed,
+        {
+            "keras<3": "works",
+            "keras>=3,<3.11": "ValueError: Invalid keyword arguments",
+            "keras>=3.11": "ValueError: only supports loading legacy",
+        },
+    )
+
+
+def test_keras_loads_keras2_h5_weights_by_name(version_split):
+    """Keras' own by_name load of the Keras 2.15 fixtures, functional and subclassed."""
+    functional = randomized(trunk_model(extra_layer=True), seed=2)
+    observed_functional = outcome_of(
+        lambda: functional.load_weights(str(KERAS2_FUNCTIONAL), by_name=True),
+        ["Weight count mismatch for top-level weights"],
+    )
+    if observed_functional == "works":
+        assert_holds_keras2_fixture_values(functional)
+    subclassed = SubclassedModel()
+    subclassed(np.zeros((1, 4), np.float32))
+    observed_subclassed = outcome_of(
+        lambda: subclassed.load_weights(str(KERAS2_SUBCLASSED), by_name=True),
+        ["Weight count mismatch"],
+    )
+    if observed_subclassed == "works":
+        np.testing.assert_array_equal(
+            subclassed.features.kernel.numpy(), fixture_values((4, 5), offset=0)
+        )
+    version_split(
+        "load_weights(Keras 2.15 functional model's weights .h5, by_name=True)",
+        observed_functional,
+        {
+            "keras<3": "works",
+            "keras>=3,<3.8": "ValueError: Weight count mismatch for top-level weights",
+            "keras>=3.8": "works",
+        },
+    )
+    version_split(
+        "load_weights(Keras 2.15 subclassed model's weights .h5, by_name=True)",
+        observed_subclassed,
+        {
+            "keras<3": "works",
+            "keras>=3,<3.8": "ValueError: Weight count mismatch",
+            "keras>=3.8": "works",
+        },
+    )
+
+
+def test_keras_load_into_an_unbuilt_subclassed_model_by_name(version_split):
+    unbuilt = SubclassedModel()
+    observed = outcome_of(
+        lambda: unbuilt.load_weights(str(KERAS2_SUBCLASSED), by_name=True),
+        ["Unable to load weights", "not been built", "unbuilt", "Weight count mismatch"],
+    )
+    assert observed != "works" or unbuilt.weights == []
+    version_split(
+        "load_weights(Keras 2 .h5, by_name=True) into an unbuilt subclassed model",
+        observed,
+        {
+            "keras<3": "ValueError: Unable to load weights",
+            "keras>=3": "ValueError: Weight count mismatch",
+        },
+    )
+
+
+# --- What a .weights.h5 records ------------------------------------------------------------
+
+
+def test_a_weights_h5_is_keyed_by_class_name_and_position_not_layer_name(tmp_path, version_split):
+    model = trunk_model()
+    path = tmp_path / "w.weights.h5"
+    model.save_weights(str(path))
+    with h5py.File(path, "r") as f:
+        keys = []
+        f.visit(keys.append)
+        datasets = sorted(key for key in keys if isinstance(f[key], h5py.Dataset))
+        recorded = sorted(
+            str(f[key].attrs["name"])
+            for key in keys
+            if key.endswith("vars") and "name" in f[key].attrs
+        )
+    assert not any("features" in key or "head" in key for key in keys)
+    version_split(
+        "keys of model.save_weights('w.weights.h5') for Dense 'features' then Dense 'head'",
+        " ".join(datasets),
+        {
+            "keras<2.14": "_layer_checkpoint_dependencies/dense/vars/0 "
+            "_layer_checkpoint_dependencies/dense/vars/1 "
+            "_layer_checkpoint_dependencies/dense_2/vars/0 "
+            "_layer_checkpoint_dependencies/dense_2/vars/1",
+            "keras>=2.14,<2.15": "_layer_checkpoint_dependencies/dense/vars/0 "
+            "_layer_checkpoint_dependencies/dense/vars/1 "
+            "_layer_checkpoint_dependencies/dense_1/vars/0 "
+            "_layer_checkpoint_dependencies/dense_1/vars/1",
+            "keras>=2.15": "layers/dense/vars/0 layers/dense/vars/1 "
+            "layers/dense_1/vars/0 layers/dense_1/vars/1",
+        },
+    )
+    version_split(
+        "layer names recorded in a .weights.h5",
+        ", ".join(recorded) or "none",
+        {"keras<3.6": "none", "keras>=3.6": "features, head, trunk_model, x"},
+    )
+
+
+def test_helper_refuses_a_weights_h5_without_names_and_says_what_to_save(tmp_path, version_split):
+    source = randomized(trunk_model(), seed=1)
+    target = randomized(trunk_model(), seed=2)
+    path = tmp_path / "w.weights.h5"
+    source.save_weights(str(path))
+    observed = outcome_of(lambda: load_weights_by_name(target, path), ["records no layer names"])
+    if observed == "works":
+        assert_layer_equal(target, source, "features")
+        assert_layer_equal(target, source, "head")
+    else:
+        with pytest.raises(ValueError, match=r"model\.save\(\"trunk\.keras\"\)"):
+            load_weights_by_name(target, path)
+    version_split(
+        "load_weights_by_name from a .weights.h5",
+        observed,
+        {"keras<3.6": "ValueError: records no layer names", "keras>=3.6": "works"},
+    )
+
+
+# --- The helper ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["full-model .h5", ".keras", "weights .h5 (Keras 2)"])
+def test_helper_loads_by_name_into_a_bigger_model(tmp_path, kind, observe):
+    source = randomized(trunk_model(), seed=1)
+    target = randomized(trunk_model(extra_layer=True), seed=2)
+    extra_before = weights_of(target, "extra")
+    if kind == "weights .h5 (Keras 2)":
+        if KERAS_MAJOR == 3:  # Keras 3 writes no legacy weights file: use Keras 2.15's.
+            report = load_weights_by_name(target, KERAS2_FUNCTIONAL)
+            assert report == LoadReport(["features", "head"], [], ["extra"])
+            assert_holds_keras2_fixture_values(target)
+            return
+        path = tmp_path / "w.h5"
+        source.save_weights(str(path))
+    else:
+        path = tmp_path / ("m.h5" if kind == "full-model .h5" else "m.keras")
+        source.save(str(path))
+    report = load_weights_by_name(target, path)
+    assert report == LoadReport(loaded=["features", "head"], skipped=[], unmatched=["extra"])
+    assert_layer_equal(target, source, "features")
+    assert_layer_equal(target, source, "head")
+    np.testing.assert_array_equal(weights_of(target, "extra")[0], extra_before[0])
+    observe(f"load_weights_by_name from {kind}", "loads by name")
+
+
+@pytest.mark.parametrize("fixture", [KERAS2_FUNCTIONAL, KERAS2_SUBCLASSED], ids=lambda p: p.stem)
+@pytest.mark.parametrize("target_kind", ["functional", "subclassed"])
+def test_helper_loads_keras_2_15_weights_files_on_every_stack(fixture, target_kind, observe):
+    if target_kind == "functional":
+        target = randomized(trunk_model(), seed=2)
+    else:
+        target = SubclassedModel()
+        target(np.zeros((1, 4), np.float32))
+        randomized(target, seed=2)
+    report = load_weights_by_name(target, fixture)
+    assert report == LoadReport(["features", "head"], [], [])
+    assert_holds_keras2_fixture_values(target)
+    observe(f"load_weights_by_name: Keras 2.15 {fixture.stem} into {target_kind}", "loads")
+
+
+def test_helper_matches_nested_layers(tmp_path, observe):
+    """A legacy .h5 keeps a nested model's weights as one entry, loaded whole; a .keras
+    names each layer inside it, so its layers also load into a model holding them at the
+    top level."""
+    source = randomized(nested_model(), seed=1)
+    for suffix in ("h5", "keras"):
+        path = tmp_path / f"nested.{suffix}"
+        source.save(str(path))
+        # Keras 2.12 writes m.keras as a legacy HDF5 file, keyed like the .h5.
+        archive = zipfile.is_zipfile(path)
+        target = randomized(nested_model(), seed=2)
+        report = load_weights_by_name(target, path)
+        assert report == LoadReport(["features", "inner" if archive else "trunk", "head"], [], [])
+        for got, want in zip(target.get_weights(), source.get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want)
+    flat = randomized(nested_model(flatten=True), seed=3)
+    report = load_weights_by_name(flat, tmp_path / "nested.keras")
+    if not archive:
+        assert report == LoadReport(["features", "head"], [], ["inner"])
+        return
+    assert report == LoadReport(["features", "inner", "head"], [], [])
+    np.testing.assert_array_equal(
+        weights_of(flat, "inner")[0], source.get_layer("trunk").get_layer("inner").get_weights()[0]
+    )
+    observe("load_weights_by_name with a nested model", "loads whole or layer by layer")
+
+
+def test_helper_inner_layers_of_a_nested_target_match_top_level_file_layers(tmp_path):
+    """The target's nested model is not in the file: its layers are matched one by one."""
+    source = randomized(nested_model(flatten=True), seed=1)
+    path = tmp_path / "flat.h5"
+    source.save(str(path))
+    target = randomized(nested_model(), seed=2)
+    report = load_weights_by_name(target, path)
+    assert report == LoadReport(["features", "inner", "head"], [], [])
+    np.testing.assert_array_equal(
+        target.get_layer("trunk").get_layer("inner").get_weights()[0],
+        weights_of(source, "inner")[0],
+    )
+
+
+def test_helper_shape_mismatch_names_the_layer_and_both_shapes_and_changes_nothing(tmp_path):
+    source = randomized(trunk_model(head_units=2), seed=1)
+    path = tmp_path / "m.keras"
+    source.save(str(path))
+    target = randomized(trunk_model(head_units=3), seed=2)
+    before = target.get_weights()
+    with pytest.raises(
+        ValueError, match=r"layer 'head'.*\[\(5, 3\), \(3,\)\].*\[\(5, 2\), \(2,\)\]"
+    ):
+        load_weights_by_name(target, path)
+    for got, want in zip(target.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, want)
+    report = load_weights_by_name(target, path, skip_mismatch=np.bool_(True))
+    assert report == LoadReport(["features"], ["head"], [])
+    assert_layer_equal(target, source, "features")
+    np.testing.assert_array_equal(target.get_layer("head").get_weights()[0], before[2])
+
+
+def test_helper_refuses_an_unbuilt_model(tmp_path):
+    with pytest.raises(ValueError, match=r"model='unbuilt' has no weights yet: build it"):
+        load_weights_by_name(SubclassedModel(name="unbuilt"), KERAS2_SUBCLASSED)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "match"),
+    [
+        ({"model": "trunk.h5"}, r"model=\'trunk\.h5\'"),
+        ({"path": "missing.h5"}, r"path=\'missing\.h5\'"),
+        ({"path": 3}, r"path=3"),
+        ({"skip_mismatch": "yes"}, r"skip_mismatch=\'yes\'"),
+    ],
+)
+def test_helper_bad_arguments_raise_a_value_error_naming_them(arguments, match):
+    call = {"model": trunk_model(), "path": KERAS2_FUNCTIONAL, "skip_mismatch": False}
+    call.update(arguments)
+    with pytest.raises(ValueError, match=match):
+        load_weights_by_name(**call)
+
+
+def test_helper_refuses_a_file_that_is_not_a_keras_weights_file(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(ValueError, match=r"notes\.h5.*neither a \.keras archive nor an HDF5"):
+        load_weights_by_name(trunk_model(), text)
+    empty = tmp_path / "empty.h5"
+    h5py.File(empty, "w").close()
+    with pytest.raises(ValueError, match=r"empty\.h5.*not a Keras weights file"):
+        load_weights_by_name(trunk_model(), empty)
+
+
+def test_helper_refuses_a_keras_archive_without_layers(tmp_path):
+    path = tmp_path / "subclassed.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", '{"class_name": "SubclassedModel", "config": {}}')
+    with pytest.raises(ValueError, match=r"subclassed\.keras.*lists no layers"):
+        load_weights_by_name(trunk_model(), path)
