@@ -4,7 +4,7 @@ Problem: You trained a trunk model (with BatchNormalization) and saved it. Now y
 same trunk with a new "classify" branch, load the trunk's weights by layer name, freeze
 everything but the branch and train the branch, with `fit` or with a GradientTape loop. The
 field notes do it with `load_weights(path, by_name=True)`, which fails on several stacks,
-and with `BatchNormalization(trainable=False)`, which Keras 3.0 ignores (see the
+and with `BatchNormalization(trainable=False)`, which Keras 3.0 and 3.1 ignore (see the
 freeze_batchnorm recipe). The proof that it worked is a trunk that did not move at all.
 
 Recipe:
@@ -146,7 +146,7 @@ def load_trunk_by_name(path, model):
 def freeze_all_but_branch(model, branch_marker=BRANCH_MARKER):
     """Sets `trainable = False` on every layer whose name lacks `branch_marker`.
 
-    Set after construction: Keras 3.0 ignores `trainable=False` given to a constructor.
+    Set after construction: Keras 3.0 and 3.1 ignore `trainable=False` given to a constructor.
     Compile (again) afterwards. Returns the names of the layers left trainable.
     """
     _require_model("model", model)
