@@ -123,12 +123,14 @@ def build_model(way="attribute", input_dim=4, seed=1):
         raise ValueError(f"way must be one of {WAYS}, got {way!r}")
     if isinstance(input_dim, bool) or not isinstance(input_dim, (int, np.integer)) or input_dim < 1:
         raise ValueError(f"input_dim must be an int >= 1, got {input_dim!r}")
+    # Seeds >= 1: Keras 3.0's initializers treat seed=0 as "no seed".
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 1:
+        raise ValueError(f"seed must be an int >= 1, got {seed!r}")
     inputs = keras.Input(shape=(int(input_dim),))
     batchnorm = keras.layers.BatchNormalization(name="bn", trainable=way != "constructor")
     hidden = batchnorm(inputs, training=False) if way == "call" else batchnorm(inputs)
-    # Seeds >= 1: Keras 3.0's initializers treat seed=0 as "no seed".
     head = keras.layers.Dense(
-        1, kernel_initializer=keras.initializers.GlorotUniform(seed), name="head"
+        1, kernel_initializer=keras.initializers.GlorotUniform(int(seed)), name="head"
     )
     model = keras.Model(inputs, head(hidden))
     if way == "attribute":

@@ -15,7 +15,8 @@ Recipe:
        the regular expression `pattern` (`re.search`) are frozen, the rest made trainable;
        a match on a container ("block") keeps all of it trainable.
     3. Call `model.compile(...)` after every change of `trainable`.
-    4. In a custom loop read `model.trainable_weights` at every step (`train_step`).
+    4. In a custom loop read `model.trainable_weights` at every step (`train_step`); under
+       `tf.function` that read happens at trace time, so wrap the step anew after a freeze.
     5. Check the result with `trainable_counts(model)`: weights and parameters, trainable
        and not.
 
@@ -27,7 +28,9 @@ Pitfalls:
       next `fit` on every stack: the "frozen" layer keeps training until `compile()` is
       called again, after which it stays unchanged.
     - A tape loop that read `model.trainable_weights` once, before the freeze, keeps updating
-      the frozen layer; reading it at every step leaves the frozen layer unchanged.
+      the frozen layer; reading it at every step leaves the frozen layer unchanged. A
+      `tf.function` of that step traced before the freeze still updates the frozen layer; a
+      new `tf.function` of it does not.
     - After `freeze_all_but`, the trainable parameters are exactly those of the matching
       layers, and trainable plus non-trainable parameters equal `model.count_params()`.
 
@@ -144,6 +147,11 @@ def trainable_counts(model):
 def train_step(model, optimizer, loss_fn, features, targets):
     """One tape step that reads `model.trainable_weights` now, so a freeze made since counts."""
     _require_layer("model", model)
+    if not hasattr(optimizer, "apply_gradients"):
+        raise ValueError(f"optimizer must have apply_gradients, got {optimizer!r}")
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable, got {loss_fn!r}")
+    # Under tf.function this line runs only while tracing: the list is then fixed.
     variables = model.trainable_weights
     with tf.GradientTape() as tape:
         loss = loss_fn(targets, model(features, training=True))

@@ -230,6 +230,7 @@ def test_freeze_batchnorm_finds_bn_in_nested_models():
         (lambda: build_model("frozen"), r"way must be one of .*'frozen'"),
         (lambda: build_model("none", input_dim=0), r"input_dim must be an int >= 1, got 0"),
         (lambda: build_model("none", input_dim=2.5), r"input_dim must be an int >= 1, got 2.5"),
+        (lambda: build_model("none", seed=0), r"seed must be an int >= 1, got 0"),
         (lambda: freeze_trunk(build_model(), include_batchnorm="yes"), r"include_batchnorm.*'yes'"),
         (lambda: freeze_trunk("model"), r"model must be a keras.Model, got 'model'"),
         (lambda: freeze_batchnorm.freeze_batchnorm(None), r"model must be a keras.Model, got None"),
@@ -249,7 +250,7 @@ def test_bad_arguments_raise_value_error_naming_them(call, match):
 
 
 def test_build_model_accepts_a_numpy_integer_input_dim():
-    assert build_model("none", input_dim=np.int64(3)).input_shape == (None, 3)
+    assert build_model("none", input_dim=np.int64(3), seed=np.int32(2)).input_shape == (None, 3)
 
 
 def test_demo_prints_one_line_per_way(capsys):

@@ -257,6 +257,44 @@ def test_tape_loop_with_variables_read_before_the_freeze_keeps_training_the_froz
     observe("tape loop reading model.trainable_weights each step", "frozen layer unchanged")
 
 
+def kernel_changes(layer, action):
+    kernel_before = layer.kernel.numpy().copy()
+    action()
+    return not np.array_equal(kernel_before, layer.kernel.numpy())
+
+
+def test_a_tf_function_step_traced_before_the_freeze_keeps_training_the_frozen_layer(observe):
+    model = functional_model()
+    optimizer = keras.optimizers.SGD(0.1)
+    loss_fn = keras.losses.MeanSquaredError()
+    traced_step = tf.function(freeze_layers.train_step)
+    traced_step(model, optimizer, loss_fn, FEATURES, TARGETS)
+    trunk = model.get_layer("trunk")
+    trunk.trainable = False
+
+    def run(step):
+        return lambda: step(model, optimizer, loss_fn, FEATURES, TARGETS)
+
+    assert kernel_changes(trunk, run(traced_step)), "the old trace still trains the trunk"
+    new_step = tf.function(freeze_layers.train_step)
+    assert not kernel_changes(trunk, run(new_step))
+    assert kernel_changes(model.get_layer("classify"), run(new_step))
+    observe("tf.function train step traced before the freeze", "frozen layer still updated")
+    observe("new tf.function of the step after the freeze", "frozen layer unchanged")
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "loss_fn", "match"),
+    [
+        ("sgd", keras.losses.MeanSquaredError(), r"optimizer must have apply_gradients.*'sgd'"),
+        (keras.optimizers.SGD(0.1), "mse", r"loss_fn must be callable, got 'mse'"),
+    ],
+)
+def test_train_step_rejects_a_bad_optimizer_or_loss(optimizer, loss_fn, match):
+    with pytest.raises(ValueError, match=match):
+        freeze_layers.train_step(functional_model(), optimizer, loss_fn, FEATURES, TARGETS)
+
+
 def test_demo_prints_the_layers_and_counts(capsys):
     freeze_layers.demo()
     printed = capsys.readouterr().out
