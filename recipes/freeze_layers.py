@@ -24,7 +24,7 @@ Pitfalls:
     - `model.layers` of a subclassed model lists only its top-level layers; `iter_layers`
       also yields the layers nested inside them (a plain layer's sub-layers through its public
       attributes: `self.dense`, not `self._dense`).
-    - Setting `trainable = False` on a model that has already trained is ignored by the
+    - Setting `trainable = False` on a layer of a model that has already trained is ignored by the
       next `fit` on every stack: the "frozen" layer keeps training until `compile()` is
       called again, after which it stays unchanged.
     - A tape loop that read `model.trainable_weights` once, before the freeze, keeps updating
