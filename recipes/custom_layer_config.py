@@ -42,16 +42,18 @@ Versions:
       included) raises TypeError "Keyword argument not understood" naming `avgpool`; Keras 3
       raises TypeError "could not be deserialized properly".
     - The same from legacy `.h5`: Keras 2 raises TypeError "Keyword argument not
-      understood"; Keras 3.0 to 3.10 raise TypeError "Object of type AveragePooling2D is
-      not JSON serializable"; 3.11 and later raise TypeError "Unrecognized keyword
-      arguments passed to NotesAvgPool".
+      understood"; Keras 3.0 to 3.11.2 raise TypeError "Object of type AveragePooling2D
+      is not JSON serializable"; 3.11.3 and later raise TypeError "Unrecognized keyword
+      arguments passed to NotesAvgPool" (the release that reworked legacy `.h5` loading,
+      keras-team/keras#21602).
 
 Sources: PyTorch docs "torch.nn.AvgPool2d" (output size, ceil_mode, count_include_pad);
     PyTorch `aten/src/ATen/native/Pool.h` `pooling_output_shape` (the last window must
     start inside the input or its left padding) and `pool2d_shape_check` ("pad should be
     at most half of effective kernel size"); Keras guide "Save, serialize, and export
     models" (get_config, from_config, custom_objects); `keras.layers.Layer.get_config`
-    source (automatic config from `__init__` arguments).
+    source (automatic config from `__init__` arguments); keras-team/keras#21602 (Keras
+    3.11.3's legacy `.h5` loading).
 
 Run: python -m recipes.custom_layer_config
 """

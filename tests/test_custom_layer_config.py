@@ -232,8 +232,8 @@ def test_a_sub_layer_object_in_get_config_saves_then_fails_to_load(
     else:
         known = {
             "keras<3": "TypeError: Keyword argument not understood",
-            "keras>=3,<3.11": "TypeError: is not JSON serializable",
-            "keras>=3.11": "TypeError: Unrecognized keyword arguments",
+            "keras>=3,<3.11.3": "TypeError: is not JSON serializable",
+            "keras>=3.11.3": "TypeError: Unrecognized keyword arguments",
         }
     version_split(
         f"loading a `.{extension}` file whose layer puts a sub-layer object in get_config",
