@@ -320,11 +320,11 @@ def test_boundaries_name_the_releases_of_each_run_of_one_outcome():
     ]
     [behaviour] = boundaries.merge(records)["behaviours"]
     assert [(run["outcome"], run["releases"]) for run in behaviour["runs"]] == [
-        ("old", "Keras 2.15, tf-keras 2.16"),
-        ("mean", "Keras 3.0–3.9"),
-        ("new", "Keras 3.10–3.15"),
+        ("old", "Keras 2.15.0, tf-keras 2.16.0"),
+        ("mean", "Keras 3.0.5–3.9.2"),
+        ("new", "Keras 3.10.0–3.15.1"),
     ]
-    assert "`mean`: Keras 3.0–3.9" in boundaries.render(boundaries.merge(records))
+    assert "`mean`: Keras 3.0.5–3.9.2" in boundaries.render(boundaries.merge(records))
 
 
 def test_stack_install_names_a_missing_or_malformed_version():
