@@ -352,3 +352,16 @@ def test_every_split_in_the_committed_boundaries_lists_the_pinned_stacks_outcome
     assert [stack["stack"] for stack in data["stacks"] if stack["exitstatus"] != 0] == []
     for item in data["behaviours"]:
         assert set(item["observed"]) == swept, item["behaviour"]
+
+
+def test_boundaries_join_a_stacks_tagged_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(boundaries, "RESULTS", tmp_path)
+    for name, behaviour, exitstatus in [("k3.0", "a", 0), ("k3.0--extra", "b", 1)]:
+        record = split_record("k3.0", "3.0.5", "x")
+        record["observations"][0]["behaviour"] = behaviour
+        record["exitstatus"] = exitstatus
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+        write_junit(tmp_path, name, 2, failures=exitstatus)
+    [joined] = boundaries.load_results()
+    assert [item["behaviour"] for item in joined["observations"]] == ["a", "b"]
+    assert (joined["exitstatus"], joined["tests"]["tests"], joined["tests"]["failed"]) == (1, 4, 1)

@@ -97,7 +97,7 @@ def install(requirements, python):
     )
 
 
-def run_stack(name, all_tests=False, paths=("tests",)):
+def run_stack(name, all_tests=False, paths=("tests",), tag=""):
     """Creates the stack's environment if needed, runs its tests, returns its result file."""
     requirements, legacy = SWEEP[name]
     environment_dir = ENVS / name
@@ -109,7 +109,8 @@ def run_stack(name, all_tests=False, paths=("tests",)):
         )
     install(requirements + TEST_REQUIREMENTS, python)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result = RESULTS / f"{name}.json"
+    # A tag keeps a run over some test files beside the stack's other runs; merged later.
+    result = RESULTS / (f"{name}--{tag}.json" if tag else f"{name}.json")
     result.unlink(missing_ok=True)
     environment = {
         **os.environ,
@@ -124,11 +125,11 @@ def run_stack(name, all_tests=False, paths=("tests",)):
     if legacy:
         environment["TF_USE_LEGACY_KERAS"] = "1"
     command = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q", *paths]
-    command += [f"--junitxml={RESULTS / f'{name}.xml'}"]
+    command += [f"--junitxml={result.with_suffix('.xml')}"]
     if not all_tests:
         command += ["-m", "version_split"]
     finished = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
-    (RESULTS / f"{name}.log").write_text(finished.stdout + finished.stderr)
+    result.with_suffix(".log").write_text(finished.stdout + finished.stderr)
     summary = finished.stdout.strip().splitlines()[-1:] or ["no output"]
     print(f"{name}: {' '.join(requirements)}: {summary[0]}", flush=True)
     return result
@@ -257,12 +258,20 @@ def render(data):
 
 
 def load_results():
-    records = []
+    """One record per stack: the runs of one stack (tagged or not) joined together."""
+    by_stack = {}
     for path in sorted(RESULTS.glob("*.json")):
         record = json.loads(path.read_text())
-        record["tests"] = junit_counts(path.with_suffix(".xml"))
-        records.append(record)
-    return records
+        counts = junit_counts(path.with_suffix(".xml")) or {"tests": 0, "failed": 0, "skipped": 0}
+        joined = by_stack.setdefault(
+            record["stack"],
+            {**record, "observations": [], "exitstatus": 0, "tests": dict.fromkeys(counts, 0)},
+        )
+        joined["observations"] += record["observations"]
+        joined["exitstatus"] = max(joined["exitstatus"], record["exitstatus"])
+        for key, value in counts.items():
+            joined["tests"][key] += value
+    return list(by_stack.values())
 
 
 def main(argv=None):
@@ -275,6 +284,7 @@ def main(argv=None):
         "--paths", nargs="+", default=["tests"], help="test files or folders (default: tests)"
     )
     parser.add_argument("--jobs", type=int, default=2, help="stacks set up and run at once")
+    parser.add_argument("--tag", default="", help="keep this run's results beside the others")
     arguments = parser.parse_args(argv)
     if arguments.action == "install":
         requirements = stack_requirements(
@@ -292,7 +302,12 @@ def main(argv=None):
             parser.error(f"--stacks: unknown {unknown}; known: {', '.join(SWEEP)}")
         with concurrent.futures.ThreadPoolExecutor(arguments.jobs) as pool:
             list(
-                pool.map(lambda name: run_stack(name, arguments.all_tests, arguments.paths), names)
+                pool.map(
+                    lambda name: run_stack(
+                        name, arguments.all_tests, arguments.paths, arguments.tag
+                    ),
+                    names,
+                )
             )
     data = merge(load_results())
     DATA.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
