@@ -363,5 +363,5 @@ def test_boundaries_join_a_stacks_tagged_runs(tmp_path, monkeypatch):
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
         write_junit(tmp_path, name, 2, failures=exitstatus)
     [joined] = boundaries.load_results()
-    assert [item["behaviour"] for item in joined["observations"]] == ["a", "b"]
+    assert sorted(item["behaviour"] for item in joined["observations"]) == ["a", "b"]
     assert (joined["exitstatus"], joined["tests"]["tests"], joined["tests"]["failed"]) == (1, 4, 1)
