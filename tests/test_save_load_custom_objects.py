@@ -1,0 +1,275 @@
+"""Tests for recipes/save_load_custom_objects.py: formats, loading routes, paths, old files."""
+
+import pathlib
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+from tensorflow import keras
+
+from conftest import outcome_of
+from recipes.save_load_custom_objects import (
+    Scale,
+    WeightedSquaredError,
+    load_model_with_custom_objects,
+    save_path,
+    small_model,
+)
+from tests.fixtures.make_keras2_fixtures import fixture_values
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+X = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+Y = np.ones((4, 2), np.float32)
+
+
+class PlainScale(Scale):
+    """Scale under a name no registry knows: it loads only with custom_objects."""
+
+
+def plain_model():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, PlainScale(0.5, name="plain")(keras.layers.Dense(2)(inputs)))
+    model.compile(optimizer="adam", loss=keras.losses.MeanSquaredError())
+    return model
+
+
+def what_is_at(path):
+    path = pathlib.Path(path)
+    candidates = [path, *path.parent.glob(path.name + "*")]
+    found = [p for p in candidates if p.exists()]
+    if not found:
+        return "nothing"
+    first = found[0]
+    if first.is_dir():
+        return "SavedModel directory" if (first / "saved_model.pb").exists() else "directory"
+    if zipfile.is_zipfile(first):
+        return "zip archive"
+    if h5py.is_hdf5(first):
+        return "HDF5"
+    return "other file"
+
+
+def assert_same_weights(model, other):
+    for got, want in zip(model.get_weights(), other.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+# --- Exact round trips -----------------------------------------------------------------------
+
+
+def saved_and_loaded(tmp_path, suffix):
+    model = small_model()
+    model.train_on_batch(X, Y)
+    path = tmp_path / f"model.{suffix}"
+    model.save(str(path))
+    loaded = load_model_with_custom_objects(path)
+    assert_same_weights(loaded, model)
+    assert isinstance(loaded.get_layer("scale"), Scale) and loaded.get_layer("scale").initial == 0.5
+    assert isinstance(loaded.loss, WeightedSquaredError) and loaded.loss.weight == 2.0
+    model.train_on_batch(X, Y)
+    return model, loaded
+
+
+def test_keras_round_trip_resumes_training_identically(tmp_path, observe):
+    model, loaded = saved_and_loaded(tmp_path, "keras")
+    loaded.train_on_batch(X, Y)
+    assert_same_weights(loaded, model)
+    observe("model.save('.keras') then one more train step", "identical to the original")
+
+
+def test_legacy_h5_round_trip_resumes_training_on_keras_2_and_fails_on_keras_3(
+    tmp_path, version_split
+):
+    model, loaded = saved_and_loaded(tmp_path, "h5")
+    observed = outcome_of(
+        lambda: loaded.train_on_batch(X, Y),
+        ["Unknown variable", "numpy() is only available when eager execution"],
+    )
+    if observed == "works":
+        same = all(map(np.array_equal, loaded.get_weights(), model.get_weights()))
+        observed = "identical to the original" if same else "differs"
+    version_split(
+        "model.save('.h5') then one more train step",
+        observed,
+        {
+            "keras<3": "identical to the original",
+            "keras>=3,<3.7": "ValueError: Unknown variable",
+            "keras>=3.7,<3.13": "NotImplementedError: numpy() is only available when eager "
+            "execution",
+            "keras>=3.13": "ValueError: Unknown variable",
+        },
+    )
+
+
+def test_compile_false_loads_for_inference_without_optimizer(tmp_path, observe):
+    model = small_model()
+    path = tmp_path / "model.keras"
+    model.save(str(path))
+    loaded = load_model_with_custom_objects(path, compile=False)
+    np.testing.assert_array_equal(loaded.predict(X, verbose=0), model.predict(X, verbose=0))
+    assert getattr(loaded, "loss", None) is None
+    observe("load_model(compile=False)", "predicts identically, no loss")
+
+
+# --- Loading routes ------------------------------------------------------------------------------
+
+
+def test_custom_objects_ignored_for_legacy_h5_on_keras_3_0_to_3_2(tmp_path, version_split, observe):
+    path = tmp_path / "plain.h5"
+    plain_model().save(str(path))
+    observed = outcome_of(
+        lambda: keras.models.load_model(str(path), custom_objects={"PlainScale": PlainScale}),
+        ["Unknown layer"],
+    )
+    version_split(
+        "load_model(legacy .h5, custom_objects=...) for an unregistered layer",
+        observed,
+        {"keras<3": "works", "keras>=3,<3.3": "ValueError: Unknown layer", "keras>=3.3": "works"},
+    )
+    loaded = load_model_with_custom_objects(path, {"PlainScale": PlainScale})
+    assert isinstance(loaded.get_layer("plain"), PlainScale)
+    observe("load_model(legacy .h5) inside custom_object_scope", "loads")
+
+
+@pytest.mark.parametrize("suffix", ["keras", "h5"])
+def test_registered_classes_load_without_custom_objects(tmp_path, suffix, version_split):
+    model = small_model()
+    path = tmp_path / f"model.{suffix}"
+    model.save(str(path))
+    observed = outcome_of(lambda: keras.models.load_model(str(path)), ["Could not interpret"])
+    version_split(
+        f"load_model(.{suffix}) of registered classes without custom_objects",
+        observed,
+        {"keras<3": "works", "keras>=3": "works"},
+    )
+
+
+# --- Paths users type ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "known"),
+    [
+        (
+            "save",
+            "m.keras",
+            {"keras<2.13": "HDF5", "keras>=2.13": "zip archive"},
+        ),
+        ("save", "m.h5", {"keras<3": "HDF5", "keras>=3": "HDF5"}),
+        (
+            "save",
+            "model_dir",
+            {
+                "keras<3": "SavedModel directory",
+                "keras>=3": "ValueError: Invalid filepath extension",
+            },
+        ),
+        (
+            "save_weights",
+            "w.h5",
+            {"keras<3": "HDF5", "keras>=3": "ValueError: must end in `.weights.h5`"},
+        ),
+        ("save_weights", "w.weights.h5", {"keras<3": "HDF5", "keras>=3": "HDF5"}),
+    ],
+)
+def test_paths_users_type(tmp_path, method, name, known, version_split):
+    model = small_model()
+    path = tmp_path / name
+    outcome = outcome_of(
+        lambda: getattr(model, method)(str(path)),
+        ["Invalid filepath extension", "must end in `.weights.h5`"],
+    )
+    observed = what_is_at(path) if outcome == "works" else outcome
+    if outcome != "works":
+        assert what_is_at(path) == "nothing"
+    version_split(f"model.{method}('{name}')", observed, known)
+
+
+def test_save_path_names_are_accepted_everywhere(tmp_path, observe):
+    model = small_model()
+    model.save(save_path("model", tmp_path))
+    model.save_weights(save_path("weights", tmp_path))
+    fresh = small_model(seed=2)
+    fresh.load_weights(save_path("weights", tmp_path))
+    assert_same_weights(fresh, model)
+    assert_same_weights(load_model_with_custom_objects(save_path("model", tmp_path)), model)
+    observe("save_path('model') and save_path('weights')", "written and loaded")
+
+
+# --- Files written by Keras 2.15 -----------------------------------------------------------------
+
+
+FIXTURE_ERRORS = [
+    "but received 0 variables",
+    "Unrecognized keyword arguments passed to DepthwiseConv2D",
+    "Could not deserialize class 'Functional'",
+]
+KERAS3_GROUPS = "TypeError: Unrecognized keyword arguments passed to DepthwiseConv2D"
+KNOWN_FIXTURE_OUTCOMES = {
+    "keras2_depthwise.h5": {"keras<3": "works", "keras>=3": KERAS3_GROUPS},
+    "keras2_depthwise.keras": {
+        "keras<2.13": "TypeError: Could not deserialize class 'Functional'",
+        "keras>=2.13,<2.15": "ValueError: but received 0 variables",
+        "keras>=2.15,<3": "works",
+        "keras>=3": "TypeError: Could not deserialize class 'Functional'",
+    },
+}
+
+
+@pytest.mark.parametrize("name", ["keras2_depthwise.h5", "keras2_depthwise.keras"])
+def test_keras_2_15_depthwise_files_load_on_every_stack(name, version_split):
+    path = FIXTURES / name
+    loaded = []
+    observed = outcome_of(
+        lambda: loaded.append(keras.models.load_model(str(path), compile=False)),
+        FIXTURE_ERRORS,
+    )
+    if observed == "works":
+        [model] = loaded
+        for index, array in enumerate(model.get_weights()):
+            np.testing.assert_array_equal(array, fixture_values(array.shape, offset=index))
+    version_split(
+        f"load_model(Keras 2.15 {name}) with DepthwiseConv2D",
+        observed,
+        KNOWN_FIXTURE_OUTCOMES[name],
+    )
+    # With DepthwiseConv2DFromKeras2 under custom_object_scope Keras 3 loads the legacy
+    # .h5; the .keras still names Keras 2's module keras.src.engine.functional.
+    loaded.clear()
+    observed = outcome_of(
+        lambda: loaded.append(load_model_with_custom_objects(path, compile=False)),
+        FIXTURE_ERRORS,
+    )
+    if observed == "works":
+        for index, array in enumerate(loaded[0].get_weights()):
+            np.testing.assert_array_equal(array, fixture_values(array.shape, offset=index))
+    version_split(
+        f"load_model_with_custom_objects(Keras 2.15 {name}) with DepthwiseConv2D",
+        observed,
+        {
+            **KNOWN_FIXTURE_OUTCOMES[name],
+            "keras>=3": "works"
+            if name.endswith(".h5")
+            else "TypeError: Could not deserialize class 'Functional'",
+        },
+    )
+
+
+# --- Bad input -----------------------------------------------------------------------------------
+
+
+def test_bad_arguments_raise_a_value_error_naming_them(tmp_path):
+    with pytest.raises(ValueError, match=r"kind='model\.h5'"):
+        save_path("model.h5")
+    with pytest.raises(ValueError, match=r"path='missing\.keras'"):
+        load_model_with_custom_objects("missing.keras")
+    path = tmp_path / "model.keras"
+    small_model().save(str(path))
+    with pytest.raises(ValueError, match=r"custom_objects=\['Scale'\]"):
+        load_model_with_custom_objects(path, ["Scale"])
+    with pytest.raises(ValueError, match=r"initial=nan"):
+        Scale(float("nan"))
+    with pytest.raises(ValueError, match=r"weight=-1"):
+        WeightedSquaredError(weight=-1)
+    assert Scale(np.float32(2.0)).initial == 2.0
