@@ -16,6 +16,8 @@ Recipe:
     4. Resume training from a `.keras` file: it restores the optimizer state exactly.
     5. For Keras 2 files with `DepthwiseConv2D`, the default custom objects include
        `DepthwiseConv2DFromKeras2`, which drops the `groups` argument Keras 3 refuses.
+    6. For serving, `model.export(directory)` writes a SavedModel; on Keras 3 load it back
+       as `keras.layers.TFSMLayer(directory, call_endpoint="serve")`.
 
 Pitfalls:
     - `custom_objects=` passed to `load_model` is ignored for a legacy `.h5` on Keras 3.0
@@ -27,6 +29,7 @@ Pitfalls:
       weights the original model gets from the same step, on every stack.
     - `load_model(path, compile=False)` predicts exactly like the saved model and has no
       loss.
+    - `tf.saved_model.save(model, directory)` writes a SavedModel on every stack.
 
 Versions:
     - A model loaded from a legacy `.h5` resumes training identically on Keras 2; on Keras
@@ -43,6 +46,11 @@ Versions:
       `groups: 1`, keras-team/keras#19151): Keras 2 loads it; Keras 3 raises TypeError
       "Unrecognized keyword arguments passed to DepthwiseConv2D"; through
       `load_model_with_custom_objects` it loads on every stack, weights intact.
+    - `model.export(directory)` after `model.predict`: Keras 2.12 raises KeyError "Failed
+      to add concrete function"; from 2.13 it writes a SavedModel whose `serve` endpoint
+      predicts like the model. Keras 2 `load_model` loads that directory; Keras 3 raises
+      ValueError "File format not supported" and reloads it as
+      `keras.layers.TFSMLayer(directory, call_endpoint="serve")`, which Keras 2 lacks.
     - Keras 2.15's `.keras` of that model: Keras 2.12 raises TypeError "Could not
       deserialize class 'Functional'", 2.13 and 2.14 ValueError "... but received 0
       variables", 2.15 and tf-keras load it, and Keras 3 raises TypeError "Could not

@@ -6,6 +6,7 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow import keras
 
 from conftest import outcome_of
@@ -273,3 +274,55 @@ def test_bad_arguments_raise_a_value_error_naming_them(tmp_path):
     with pytest.raises(ValueError, match=r"weight=-1"):
         WeightedSquaredError(weight=-1)
     assert Scale(np.float32(2.0)).initial == 2.0
+
+
+# --- SavedModel ----------------------------------------------------------------------------------
+
+
+def test_model_export_after_predict_writes_a_savedmodel_serving_the_same_predictions(
+    tmp_path, version_split
+):
+    model = small_model()
+    expected = model.predict(X, verbose=0)
+    directory = str(tmp_path / "exported")
+    observed = outcome_of(lambda: model.export(directory), ["Failed to add concrete function"])
+    if observed == "works":
+        restored = tf.saved_model.load(directory)
+        np.testing.assert_allclose(restored.serve(X).numpy(), expected, rtol=1e-6)
+    version_split(
+        "model.export(directory) after model.predict",
+        observed,
+        {"keras<2.13": "KeyError: Failed to add concrete function", "keras>=2.13": "works"},
+    )
+    reloaded = "nothing exported"
+    if observed == "works":
+        reloaded = outcome_of(
+            lambda: load_model_with_custom_objects(directory, compile=False),
+            ["File format not supported"],
+        )
+    version_split(
+        "load_model(exported SavedModel directory)",
+        reloaded,
+        {
+            "keras<2.13": "nothing exported",
+            "keras>=2.13,<3": "works",
+            "keras>=3": "ValueError: File format not supported",
+        },
+    )
+    has_tfsm_layer = hasattr(keras.layers, "TFSMLayer")
+    if has_tfsm_layer and observed == "works":
+        layer = keras.layers.TFSMLayer(directory, call_endpoint="serve")
+        np.testing.assert_allclose(np.asarray(layer(X)), expected, rtol=1e-6)
+    version_split(
+        "keras.layers.TFSMLayer reloads an exported SavedModel",
+        "works" if has_tfsm_layer else "absent",
+        {"keras<3": "absent", "keras>=3": "works"},
+    )
+
+
+def test_tf_saved_model_save_writes_a_savedmodel_everywhere(tmp_path, observe):
+    model = small_model()
+    directory = tmp_path / "saved_model"
+    tf.saved_model.save(model, str(directory))
+    assert (directory / "saved_model.pb").is_file()
+    observe("tf.saved_model.save(model, directory)", "writes saved_model.pb")
