@@ -37,11 +37,13 @@ Versions:
       from 3.13, NotImplementedError "numpy() is only available when eager execution" on
       3.7 to 3.12. Use `.keras` to resume training.
     - `model.save("m.keras")`: Keras 2.12 writes a legacy HDF5 file, 2.13 and later the zip
-      archive. `model.save("m.h5")` writes HDF5 everywhere.
+      archive. `model.save("m.h5")` and `model.save("m.hdf5")` write HDF5 everywhere.
     - `model.save("model_dir")` (no extension): Keras 2 (tf-keras included) writes a
       SavedModel directory; Keras 3 raises ValueError "Invalid filepath extension".
     - `save_weights("w.h5")`: Keras 2 writes HDF5; Keras 3 raises ValueError "must end in
       `.weights.h5`". `save_weights("w.weights.h5")` writes HDF5 everywhere.
+      `save_weights("ckpt")` (no extension): Keras 2 writes a TF checkpoint that
+      `tf.train.latest_checkpoint` finds; Keras 3 raises the same ValueError.
     - Keras 2.15's legacy `.h5` of a model with `DepthwiseConv2D` (its config carries
       `groups: 1`, keras-team/keras#19151): Keras 2 loads it; Keras 3 raises TypeError
       "Unrecognized keyword arguments passed to DepthwiseConv2D"; through

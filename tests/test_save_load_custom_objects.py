@@ -48,6 +48,8 @@ def what_is_at(path):
         return "zip archive"
     if h5py.is_hdf5(first):
         return "HDF5"
+    if tf.train.latest_checkpoint(str(path.parent)) == str(path):
+        return "TF checkpoint"
     return "other file"
 
 
@@ -158,6 +160,7 @@ def test_registered_classes_load_without_custom_objects(tmp_path, suffix, versio
             {"keras<2.13": "HDF5", "keras>=2.13": "zip archive"},
         ),
         ("save", "m.h5", {"keras<3": "HDF5", "keras>=3": "HDF5"}),
+        ("save", "m.hdf5", {"keras<3": "HDF5", "keras>=3": "HDF5"}),
         (
             "save",
             "model_dir",
@@ -172,6 +175,14 @@ def test_registered_classes_load_without_custom_objects(tmp_path, suffix, versio
             {"keras<3": "HDF5", "keras>=3": "ValueError: must end in `.weights.h5`"},
         ),
         ("save_weights", "w.weights.h5", {"keras<3": "HDF5", "keras>=3": "HDF5"}),
+        (
+            "save_weights",
+            "ckpt",
+            {
+                "keras<3": "TF checkpoint",
+                "keras>=3": "ValueError: must end in `.weights.h5`",
+            },
+        ),
     ],
 )
 def test_paths_users_type(tmp_path, method, name, known, version_split):
