@@ -131,14 +131,22 @@ def _archive_entries(group, layer_configs, entries):
             _add_entry(entries, str(name), child)
             _archive_entries(child, None, entries)
         return
+    # The n-th layer of a class in the config is the n-th group of that class by its number:
+    # `dense`, `dense_1` from Keras 2.14 on, but `dense`, `dense_2` on Keras 2.13.
+    groups_by_class = {}
+    for group_key in group[container]:
+        base, _, number = group_key.rpartition("_")
+        base, number = (base, int(number)) if base and number.isdigit() else (group_key, 0)
+        groups_by_class.setdefault(base, []).append((number, group_key))
+    classes = [_snake_case(layer_config["class_name"]) for layer_config in layer_configs]
     used = {}
-    for layer_config in layer_configs:
-        key = _snake_case(layer_config["class_name"])
-        if key in used:
-            used[key] += 1
-            key = f"{key}_{used[key]}"
-        else:
-            used[key] = 0
+    for layer_config, class_key in zip(layer_configs, classes, strict=True):
+        index = used[class_key] = used.get(class_key, -1) + 1
+        candidates = sorted(groups_by_class.get(class_key, []))
+        if len(candidates) == classes.count(class_key):
+            key = candidates[index][1]
+        else:  # A layer without variables may have no group: number them as Keras 2.14+.
+            key = class_key if index == 0 else f"{class_key}_{index}"
         if key not in group[container]:
             continue
         child = group[container][key]
