@@ -99,12 +99,17 @@ def build_combined(generator, discriminator):
     return keras.Model(noise, discriminator(generator(noise)), name="combined")
 
 
+def _loss_of(result):
+    """train_on_batch's loss as a float; some Keras 3 releases (3.3) return [loss, ...]."""
+    return float(result[0] if isinstance(result, (list, tuple)) else result)
+
+
 def train_discriminator_toggled(discriminator, optimizer, samples, labels):
     """D.trainable = True, recompile D, one train_on_batch. Returns the loss."""
     _require_model("discriminator", discriminator)
     discriminator.trainable = True
     discriminator.compile(optimizer=optimizer, loss="binary_crossentropy")
-    return discriminator.train_on_batch(samples, labels)
+    return _loss_of(discriminator.train_on_batch(samples, labels))
 
 
 def train_generator_toggled(discriminator, combined, optimizer, noise, labels):
@@ -113,7 +118,7 @@ def train_generator_toggled(discriminator, combined, optimizer, noise, labels):
     _require_model("combined", combined)
     discriminator.trainable = False
     combined.compile(optimizer=optimizer, loss="binary_crossentropy")
-    return combined.train_on_batch(noise, labels)
+    return _loss_of(combined.train_on_batch(noise, labels))
 
 
 class GanTrainer:
