@@ -13,33 +13,14 @@ from conftest import outcome_of
 from recipes import torch_dataloader
 from recipes.torch_dataloader import make_loader, make_tape_step, numpy_batches, to_numpy
 
-BATCH_SIZE = 4
-TOLERANCE = 1e-5
-
-
-def regression_data(samples=16, seed=0):
-    random = np.random.default_rng(seed)
-    images_nchw = random.normal(size=(samples, 3, 5, 4)).astype("float32")
-    labels = random.normal(size=(samples, 1)).astype("float32")
-    return images_nchw, labels
-
-
-def small_model(seed=0):
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [
-            keras.Input(shape=(5, 4, 3)),
-            keras.layers.Conv2D(2, 3),
-            keras.layers.Flatten(),
-            keras.layers.Dense(1),
-        ]
-    )
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
-    return model
-
-
-def max_difference(weights, reference):
-    return max(float(np.max(np.abs(a - b))) for a, b in zip(weights, reference, strict=True))
+# The data, model and tolerance of the torch-free tests, so both prove the same numbers.
+from tests.test_torch_dataloader import (
+    BATCH_SIZE,
+    TOLERANCE,
+    max_difference,
+    regression_data,
+    small_model,
+)
 
 
 def weights_of_fit_on_arrays(images_nchw, labels):
