@@ -10,7 +10,7 @@ from tensorflow import keras
 
 from conftest import KERAS_MAJOR, outcome_of
 from recipes.load_weights_by_name import LoadReport, load_weights_by_name
-from tests.fixtures.make_keras2_fixtures import fixture_values
+from tests.fixtures.make_keras2_fixtures import SubclassedModel, fixture_values
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 KERAS2_FUNCTIONAL = FIXTURES / "keras2_functional_weights.h5"
@@ -36,16 +36,6 @@ def nested_model(flatten=False):
     inner = keras.layers.Dense(3, name="inner")
     hidden = inner(hidden) if flatten else keras.Sequential([inner], name="trunk")(hidden)
     return keras.Model(inputs, keras.layers.Dense(2, name="head")(hidden))
-
-
-class SubclassedModel(keras.Model):
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.features = keras.layers.Dense(5, name="features")
-        self.head = keras.layers.Dense(2, name="head")
-
-    def call(self, inputs):
-        return self.head(self.features(inputs))
 
 
 def randomized(model, seed):

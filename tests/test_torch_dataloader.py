@@ -60,6 +60,19 @@ def max_difference(weights, reference):
     return max(float(np.max(np.abs(a - b))) for a, b in zip(weights, reference, strict=True))
 
 
+def assert_train_on_batch_and_tape_loop_reach(reference, loader):
+    """One epoch of `numpy_batches(loader)` by train_on_batch, then by a tape step."""
+    on_batch_model = small_model()
+    for images, batch_labels in numpy_batches(loader, epochs=1):
+        on_batch_model.train_on_batch(images, batch_labels)
+    assert max_difference(on_batch_model.get_weights(), reference) <= TOLERANCE
+    tape_model = small_model()
+    step = make_tape_step(tape_model, keras.losses.MeanSquaredError(), keras.optimizers.SGD(0.05))
+    for images, batch_labels in numpy_batches(loader, epochs=1):
+        step(images, batch_labels)
+    assert max_difference(tape_model.get_weights(), reference) <= TOLERANCE
+
+
 @hypothesis.given(
     hnp.arrays(
         np.float32,
@@ -110,18 +123,9 @@ def test_train_on_batch_and_tape_loop_on_converted_batches_match_fit_on_arrays(o
     )
     reference = reference_model.get_weights()
     assert max_difference(reference, initial_weights) > 1e-3
-    loader = ListLoader(images_nchw, labels, BATCH_SIZE)
-
-    on_batch_model = small_model()
-    for images, batch_labels in numpy_batches(loader, epochs=1):
-        on_batch_model.train_on_batch(images, batch_labels)
-    assert max_difference(on_batch_model.get_weights(), reference) <= TOLERANCE
-
-    tape_model = small_model()
-    step = make_tape_step(tape_model, keras.losses.MeanSquaredError(), keras.optimizers.SGD(0.05))
-    for images, batch_labels in numpy_batches(loader, epochs=1):
-        step(images, batch_labels)
-    assert max_difference(tape_model.get_weights(), reference) <= TOLERANCE
+    assert_train_on_batch_and_tape_loop_reach(
+        reference, ListLoader(images_nchw, labels, BATCH_SIZE)
+    )
     observe("train_on_batch and tape loop over numpy_batches(loader)", "weights of fit on arrays")
 
 

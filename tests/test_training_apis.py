@@ -8,39 +8,24 @@ import warnings
 
 import hypothesis
 import hypothesis.extra.numpy as hnp
-import hypothesis.strategies as st
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow import keras
 
 from recipes import training_apis
+from tests.regression_data import (
+    INPUT_DIM,
+    batches_of,
+    finite_floats,
+    regression_data,
+    split_features_and_targets,
+)
 from tests.running_mean_contract import check_running_mean
 
 TOLERANCE = training_apis.EQUIVALENCE_TOLERANCE
 LEARNING_RATE = 0.1
 BATCH_SIZE = 8
-INPUT_DIM = 4
-
-
-def finite_floats(bound):
-    return st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=32)
-
-
-def batches_of(leading_shape, bound=3.0):
-    """Arrays of shape leading_shape + (INPUT_DIM + 1,): features in front, the target last."""
-    return hnp.arrays(np.float32, (*leading_shape, INPUT_DIM + 1), elements=finite_floats(bound))
-
-
-def split_features_and_targets(array):
-    return array[..., :INPUT_DIM], array[..., INPUT_DIM:]
-
-
-def regression_data(samples=32, seed=0):
-    rng = np.random.default_rng(seed)
-    features = rng.normal(size=(samples, INPUT_DIM)).astype("float32")
-    targets = rng.normal(size=(samples, 1)).astype("float32")
-    return features, targets
 
 
 def weights_after_one_epoch(route, base_model):

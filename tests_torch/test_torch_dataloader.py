@@ -7,16 +7,16 @@ skip them. The root conftest.py still applies (seeds, fixtures, version_split).
 import numpy as np
 import pytest
 import torch
-from tensorflow import keras
 
 from conftest import outcome_of
 from recipes import torch_dataloader
-from recipes.torch_dataloader import make_loader, make_tape_step, numpy_batches, to_numpy
+from recipes.torch_dataloader import make_loader, numpy_batches, to_numpy
 
 # The data, model and tolerance of the torch-free tests, so both prove the same numbers.
 from tests.test_torch_dataloader import (
     BATCH_SIZE,
     TOLERANCE,
+    assert_train_on_batch_and_tape_loop_reach,
     max_difference,
     regression_data,
     small_model,
@@ -70,16 +70,9 @@ def test_dataloader_batches_convert_to_the_transposed_arrays_in_order(observe):
 def test_dataloader_into_train_on_batch_and_tape_loop_matches_fit_on_arrays(observe):
     images_nchw, labels = regression_data()
     reference = weights_of_fit_on_arrays(images_nchw, labels)
-    loader = make_loader(images_nchw, labels, BATCH_SIZE)
-    on_batch_model = small_model()
-    for images, batch_labels in numpy_batches(loader, epochs=1):
-        on_batch_model.train_on_batch(images, batch_labels)
-    assert max_difference(on_batch_model.get_weights(), reference) <= TOLERANCE
-    tape_model = small_model()
-    step = make_tape_step(tape_model, keras.losses.MeanSquaredError(), keras.optimizers.SGD(0.05))
-    for images, batch_labels in numpy_batches(loader, epochs=1):
-        step(images, batch_labels)
-    assert max_difference(tape_model.get_weights(), reference) <= TOLERANCE
+    assert_train_on_batch_and_tape_loop_reach(
+        reference, make_loader(images_nchw, labels, BATCH_SIZE)
+    )
     observe("DataLoader -> train_on_batch and tape loop", "weights of fit on arrays")
 
 
