@@ -57,8 +57,9 @@ keras-team/keras#19225 (fit_generator removed in Keras 3); keras-team/keras sour
 
 Speed: benchmarks/input_pipelines.py, tf221 (TF 2.21, Keras 3.15), 2026-11-26, 2-core AMD
     EPYC, batch 32 into a small CNN: with a 1 ms numpy cost per sample this generator kept
-    at most one core busy, and tf.data with a parallel batch map fed fit 1.5-2.8x as fast (table in recipes/tf_data_pipeline.py); with zero cost it fed 0.92-0.95x
-    (best 1.01-1.07x) as fast as fit on in-memory arrays.
+    at most one core busy, and tf.data with a parallel batch map fed fit 1.5-2.8x as fast
+    (table in recipes/tf_data_pipeline.py); with zero cost it fed 0.92-0.95x (best
+    1.01-1.07x) as fast as fit on in-memory arrays.
 
 Run: python -m recipes.generator_dataset
 """
