@@ -21,10 +21,11 @@ Recipe:
        then leave its rate alone: `set_learning_rate` refuses it with a ValueError.
 
 Pitfalls:
-    - On Keras 2 (2.12, 2.15, tf-keras 2.21), `keras.optimizers.RMSprop(lr=0.5)`, `Adam(lr=0.5)`
-      and `SGD(lr=0.5)` build an optimizer at the default rate (0.001, 0.001, 0.01); the only
-      sign is an absl WARNING "`lr` is deprecated", no exception and no Python warning. A
-      plain-SGD step then moves the weights by 0.01 * gradient, not 0.5 * gradient.
+    - On Keras 2.12 and later Keras 2 (tf-keras included), `keras.optimizers.RMSprop(lr=0.5)`,
+      `Adam(lr=0.5)` and `SGD(lr=0.5)` build an optimizer at the default rate (0.001, 0.001,
+      0.01); the only sign is an absl WARNING "`lr` is deprecated", no exception and no
+      Python warning. A plain-SGD step then moves the weights by 0.01 * gradient, not
+      0.5 * gradient.
     - `PiecewiseConstantDecay(boundaries, values)` still gives the earlier value at
       step == boundary and switches one step later: to multiply at milestone m as the
       multistep rule does, pass boundaries m - 1.
@@ -40,16 +41,18 @@ Pitfalls:
       `CosineDecay` (alpha = eta_min / eta_max) and `PiecewiseConstantDecay` step by step.
 
 Versions:
-    - Keras 2 (2.12, 2.15, tf-keras 2.21): `lr=` is ignored as above; `optimizer.lr` reads the
-      rate; `keras.backend.set_value(optimizer.learning_rate, v)` works.
-    - Keras 3: `RMSprop(lr=...)`, `Adam(lr=...)` and `SGD(lr=...)` raise ValueError
-      "Argument(s) not recognized"; `optimizer.lr` is an AttributeError;
+    - Keras 2.12 and later Keras 2, tf-keras included: `lr=` is ignored as above;
+      `optimizer.lr` reads the rate; `keras.backend.set_value(optimizer.learning_rate, v)`
+      works.
+    - Keras 3.0 and later: `RMSprop(lr=...)`, `Adam(lr=...)` and `SGD(lr=...)` raise
+      ValueError "Argument(s) not recognized"; `optimizer.lr` is an AttributeError;
       `keras.backend.set_value(optimizer.learning_rate, v)` raises AttributeError
       "'str' object has no attribute 'name'" and leaves the rate unchanged.
     - On an optimizer built on a schedule, Keras 2's `optimizer.learning_rate` holds the
-      rate of the step just taken, and `optimizer.learning_rate.assign(v)` is accepted and
-      silently overwritten by the schedule at the next step. Keras 3's holds the rate of
-      the next step, and `.assign(v)` raises AttributeError.
+      rate of the step just taken, and `optimizer.learning_rate.assign(v)` or
+      `keras.backend.set_value(optimizer.learning_rate, v)` is accepted and silently
+      overwritten by the schedule at the next step. Keras 3's holds the rate of the next
+      step, and both raise AttributeError "has no attribute 'assign'".
     - `fit`'s history logs the rate set by `LearningRateScheduler` and `ReduceLROnPlateau`
       under "lr" on Keras 2 and under "learning_rate" on Keras 3.
 

@@ -202,13 +202,26 @@ def test_schedule_built_optimizer_refuses_learning_rate_attribute_on_every_stack
     observe("optimizer built on a schedule: optimizer.learning_rate = v", "TypeError: not settable")
 
 
-def test_schedule_built_optimizer_learning_rate_assign_depends_on_keras_version(version_split):
+SCHEDULE_SETTERS = {
+    "optimizer.learning_rate.assign(v)": lambda optimizer, value: optimizer.learning_rate.assign(
+        value
+    ),
+    "tf.keras.backend.set_value(optimizer.learning_rate, v)": (
+        lambda optimizer, value: tf.keras.backend.set_value(optimizer.learning_rate, value)
+    ),
+}
+
+
+@pytest.mark.parametrize("spelling", list(SCHEDULE_SETTERS))
+def test_schedule_built_optimizer_assign_or_set_value_depends_on_keras_version(
+    spelling, version_split
+):
     schedule = step_schedule()
     optimizer = keras.optimizers.SGD(learning_rate=schedule)
     variable = tf.Variable([0.0])
     sgd_step(optimizer, variable)
     observed = outcome_of(
-        lambda: optimizer.learning_rate.assign(5.0), ["has no attribute 'assign'"]
+        lambda: SCHEDULE_SETTERS[spelling](optimizer, 5.0), ["has no attribute 'assign'"]
     )
     applied = sgd_step(optimizer, variable)
     if observed == "works":
@@ -220,7 +233,7 @@ def test_schedule_built_optimizer_learning_rate_assign_depends_on_keras_version(
     else:
         np.testing.assert_allclose(applied, float(schedule(1)), rtol=RTOL)
     version_split(
-        "optimizer built on a schedule: optimizer.learning_rate.assign(v)",
+        f"optimizer built on a schedule: {spelling}",
         observed,
         {
             "keras<3": "accepted, then overwritten by the schedule at the next step",
