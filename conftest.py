@@ -51,6 +51,10 @@ HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
 )
 hypothesis.settings.load_profile(HYPOTHESIS_PROFILE)
 
+# The suite runs as recipes/deterministic_training.py advises: op determinism for the whole
+# process, and every seed set before each test (below), so a test's numbers repeat run to run.
+tf.config.experimental.enable_op_determinism()
+
 
 def pytest_report_header(config):
     return (
@@ -70,11 +74,27 @@ _CLEAR_SESSION_KWARGS = (
 def fresh_seeded_keras():
     """Each test starts from a clean Keras session with every random seed set to 0.
 
+    Together with op determinism (enabled above), two runs of a test compute the same numbers.
+
     Clearing only before each test, and without `gc.collect()` where Keras 3.15 offers to skip
     it (`free_memory=False`): the collection cost about 0.26 s a call, most of tf221's time.
     """
     keras.backend.clear_session(**_CLEAR_SESSION_KWARGS)
     keras.utils.set_random_seed(0)
+
+
+@pytest.fixture
+def op_determinism_off():
+    """Op determinism off for one test (the default in a user's program), on again after.
+
+    TensorFlow exports only `enable_op_determinism`; its counterpart has been in
+    `tensorflow.python.framework.config` since both arrived (TF 2.8), on every stack here.
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    tf_config.disable_op_determinism()
+    yield
+    tf_config.enable_op_determinism()
 
 
 @pytest.fixture

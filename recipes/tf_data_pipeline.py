@@ -35,6 +35,10 @@ Pitfalls:
     - With `deterministic=True` a parallel map keeps the input order even when a later
       element finishes first; with `deterministic=False` it hands out whichever element is
       ready, so the order is no longer fixed (every element still comes exactly once).
+    - After `tf.config.experimental.enable_op_determinism()`, a parallel map of a stateful
+      function (`tf.numpy_function`, `tf.py_function`) runs one element at a time, in input
+      order, whatever `num_parallel_calls` and `deterministic` say: determinism costs the
+      parallelism of Python steps.
     - `cache()` after `decode` runs decode once per sample over three epochs and replays
       its results, so a random step placed before the cache is frozen: epoch 3 equals
       epoch 1. An `augment` after the cache runs on every sample of every epoch.

@@ -138,13 +138,13 @@ def test_batch_shapes_with_and_without_drop_remainder():
     assert dropped.element_spec[0].shape.as_list() == [4, 3, 3, 1]
 
 
-def blocking_map(released, waits):
+def blocking_map(released, waits, timeout=SAFETY_TIMEOUT_SECONDS):
     """A map whose element 0 waits for `released` (recording whether it came) and whose
     element 1 sets it when `element_1_releases`; every other element returns at once."""
 
     def wait_or_release(index, element_1_releases):
         if index == 0:
-            waits.append(released.wait(SAFETY_TIMEOUT_SECONDS))
+            waits.append(released.wait(timeout))
         if index == 1 and element_1_releases:
             released.set()
         return index
@@ -178,7 +178,9 @@ def test_batch_map_runs_once_per_batch_and_gives_the_per_sample_maps_result():
         np.testing.assert_array_equal(x, x_expected)
 
 
-def test_deterministic_map_keeps_the_order_when_a_later_element_finishes_first(observe):
+def test_deterministic_map_keeps_the_order_when_a_later_element_finishes_first(
+    observe, op_determinism_off
+):
     released, waits = threading.Event(), []
     mapped = blocking_map(released, waits)
     dataset = tf.data.Dataset.range(4).map(
@@ -190,7 +192,7 @@ def test_deterministic_map_keeps_the_order_when_a_later_element_finishes_first(o
     observe("parallel map, deterministic=True, element 1 done first", "input order")
 
 
-def test_nondeterministic_map_hands_out_the_element_that_is_ready(observe):
+def test_nondeterministic_map_hands_out_the_element_that_is_ready(observe, op_determinism_off):
     released, waits = threading.Event(), []
     mapped = blocking_map(released, waits)
     dataset = tf.data.Dataset.range(2).map(
@@ -204,6 +206,20 @@ def test_nondeterministic_map_hands_out_the_element_that_is_ready(observe):
     assert [first, *rest] == [1, 0]
     assert waits == [True]
     observe("parallel map, deterministic=False, element 0 blocked", "element 1 first")
+
+
+def test_op_determinism_runs_a_stateful_parallel_map_one_element_at_a_time(observe):
+    # conftest has enabled it already (recipes/deterministic_training.py); again, to be plain.
+    tf.config.experimental.enable_op_determinism()
+    # Element 0 waits (briefly) for element 1, which can only run beside it in parallel.
+    released, waits = threading.Event(), []
+    mapped = blocking_map(released, waits, timeout=0.5)
+    dataset = tf.data.Dataset.range(2).map(
+        lambda index: mapped(index, True), num_parallel_calls=2, deterministic=False
+    )
+    assert [int(value) for value in dataset] == [0, 1]
+    assert waits == [False], "element 1 ran beside element 0: the map ran in parallel"
+    observe("parallel stateful map under enable_op_determinism", "one element at a time")
 
 
 def test_cache_replays_decode_and_augment_after_it_runs_every_epoch(observe):
