@@ -81,6 +81,8 @@ def split_variables_by_layer_name(model, match):
 
     `match` is a substring of the layer name or a predicate `match(layer) -> bool`. Every
     trainable variable of the model lands in exactly one group; an empty group is an error.
+    Like the notes' loop it looks at `model.layers`, the top-level layers: a nested model is
+    matched by its own name, with all the variables inside it.
     """
     _require_model(model)
     if isinstance(match, str):
