@@ -256,9 +256,12 @@ def demo():
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "nested.weights.h5")
         nested.save_weights(path)
+        unbuilt = NestedModel(seed=5)
         try:
-            NestedModel().load_weights(path)
-            print("load_weights before building: no error (nothing loaded on Keras 3.0 to 3.6)")
+            unbuilt.load_weights(path)
+            unbuilt(inputs)
+            loaded = np.array_equal(unbuilt.head.get_weights()[0], nested.head.get_weights()[0])
+            print(f"load_weights before building: no error, weights loaded: {loaded}")
         except ValueError as error:
             print(f"load_weights before building: ValueError: {str(error)[:70]}")
         restored = build_and_load_weights(NestedModel(seed=5), path, inputs)
