@@ -14,7 +14,8 @@ Recipe:
     3. Into a model of a different structure: `report = copy_weights_by_name(source, target)`
        copies every layer whose name is in both models, nested layers included (layers
        that hold other layers are matched through their sub-layers), and returns
-       `report.copied`, `report.mismatched` and `report.missing`.
+       `report.copied`, `report.mismatched` and `report.missing`. A single layer works as
+       source or target too.
     4. A shape mismatch raises ValueError naming the layer and both shapes before any weight
        is copied; with `skip_mismatch=True` the layer is left as it was and listed in
        `report.mismatched` as (name, source shapes, target shapes).
@@ -63,7 +64,8 @@ def _weighted_layers(model, argument_name):
         )
     # `model.layers` lists only the top level; `_flatten_layers` recurses on Keras 2 and 3.
     layers = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    # include_self: a single built layer (a Dense) is its own leaf and can be copied too.
+    for layer in model._flatten_layers(include_self=True, recursive=True):
         if not layer.weights or any(True for _ in layer._flatten_layers(include_self=False)):
             continue
         if layer.name in layers:

@@ -43,7 +43,7 @@ Pitfalls:
       tested; `Layer.submodules` (public, from `tf.Module`) exists on Keras 2 only.
 
 Versions:
-    - Keras 2.12, 2.15, tf-keras 2.21: a multi-output layer in Sequential raises ValueError
+    - Keras 2 (tf-keras included): a multi-output layer in Sequential raises ValueError
       "should have a single output tensor"; `save_weights` writes `.weights.h5`, legacy
       `.h5` and TensorFlow checkpoints; `layer.submodules` exists.
     - Keras 3: `save_weights` accepts only `.weights.h5` (ValueError "must end in
@@ -160,6 +160,7 @@ class Block(keras.layers.Layer):
     """A layer that owns a Dense layer: one level of nesting."""
 
     def __init__(self, units=4, seed=1, **kwargs):
+        units, seed = _positive_int("units", units), _positive_int("seed", seed)
         super().__init__(**kwargs)
         self.dense = keras.layers.Dense(
             units, kernel_initializer=_seeded(seed), name=f"{self.name}_dense"
@@ -173,6 +174,7 @@ class Stage(keras.layers.Layer):
     """A layer that owns a Block: the Block's Dense is two levels below the model."""
 
     def __init__(self, units=4, seed=1, **kwargs):
+        units, seed = _positive_int("units", units), _positive_int("seed", seed)
         super().__init__(**kwargs)
         self.block = Block(units, seed, name=f"{self.name}_block")
 

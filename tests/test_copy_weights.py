@@ -252,6 +252,17 @@ def test_bad_input_raises_value_error_naming_argument_and_value(arguments, match
         copy_weights_by_name(*arguments(nested_source()))
 
 
+def test_a_single_layer_can_be_source_or_target():
+    model = trained(nested_source())
+    lone = dense(5, 41, "conv_b")
+    lone.build((None, 5))
+    assert copy_weights_by_name(model, lone) == CopyReport(["conv_b"], [], [])
+    assert all_equal(arrays(lone), arrays(model.layers[0].layers[1]))
+    fresh = nested_source(seed=51)
+    assert copy_weights_by_name(lone, fresh) == CopyReport(["conv_b"], [], ["conv_a", "head"])
+    assert all_equal(arrays(fresh.layers[0].layers[1]), arrays(lone))
+
+
 def test_numpy_bool_is_accepted_for_skip_mismatch():
     model = nested_source()
     report = copy_weights_by_name(model, nested_source(seed=5), skip_mismatch=np.bool_(True))

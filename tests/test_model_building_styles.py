@@ -6,7 +6,9 @@ from tensorflow import keras
 
 from conftest import KERAS_MAJOR, outcome_of
 from recipes.model_building_styles import (
+    Block,
     NestedModel,
+    Stage,
     SubclassedModel,
     TwoHeadedModel,
     build_and_load_weights,
@@ -244,6 +246,8 @@ def test_freezing_a_layer_two_levels_deep_by_name_keeps_its_weights_through_fit(
         (lambda: SubclassedModel(seed=0), r"seed=0"),
         (lambda: TwoHeadedModel(hidden_size="8"), r"hidden_size='8'"),
         (lambda: NestedModel(units=-1), r"units=-1"),
+        (lambda: Block(units=np.float32(2.0)), r"units=(np\.float32\()?2\.0"),
+        (lambda: Stage(seed=None), r"seed=None"),
         (lambda: walk_layers("stage"), r"model='stage'"),
         (lambda: freeze_by_name(NestedModel(), "head"), r"names='head'"),
         (lambda: freeze_by_name(NestedModel(), ["nope"]), r"names=\['nope'\]"),
