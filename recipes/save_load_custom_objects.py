@@ -1,22 +1,25 @@
 """Title: Save and load models with custom layers and losses, in every format, on every Keras.
 
 Problem: A model with a custom layer and a custom loss saves without complaint and then
-fails to load, or loads on one Keras and not the next: Keras 3 refuses the paths Keras 2
-users type (`save_weights("w.h5")`, `model.save("model_dir")`), Keras 3.0 to 3.2 ignore
+fails to load, or loads on one Keras and not the next: Keras 3.0 to 3.2 ignore
 `custom_objects` for a legacy `.h5`, and files written by Keras 2 meet a stricter Keras 3.
+Which file names each stack accepts is recipes/save_paths.py.
 
 Recipe:
     1. Give every custom class a `get_config` returning its constructor arguments, and
        register it with `keras.utils.register_keras_serializable(package=...)`.
-    2. Save the whole model to `save_path("model")` ("model.keras") and weights to
-       `save_path("weights")` ("model.weights.h5"): names every stack accepts.
+    2. Save the whole model to "model.keras" and weights to "model.weights.h5": names
+       every stack accepts (recipes/save_paths.py has the rest).
     3. Load with `load_model_with_custom_objects(path, custom_objects)`: it calls
        `keras.models.load_model` inside `keras.utils.custom_object_scope`, which every
        stack honours. Pass `compile=False` to load for inference only.
     4. Resume training from a `.keras` file: it restores the optimizer state exactly.
-    5. For Keras 2 files with `DepthwiseConv2D`, the default custom objects include
-       `DepthwiseConv2DFromKeras2`, which drops the `groups` argument Keras 3 refuses.
-    6. For serving, `model.export(directory)` writes a SavedModel; on Keras 3 load it back
+    5. For Keras 2 `.h5` files, the default custom objects add `DepthwiseConv2D`, `LSTM`
+       and `Bidirectional` classes that drop the `groups` and `time_major` arguments
+       Keras 3 refuses, and Keras 3.0's name for `Orthogonal`.
+    6. For a Keras 2 `.keras` archive, `load_keras2_archive(path)` rebuilds the model
+       from the archive's `config.json` with the same fixes, then loads its weights.
+    7. For serving, `model.export(directory)` writes a SavedModel; on Keras 3 load it back
        as `keras.layers.TFSMLayer(directory, call_endpoint="serve")`.
 
 Pitfalls:
@@ -36,37 +39,50 @@ Versions:
       3 its first training step fails: ValueError "Unknown variable" on 3.0 to 3.6 and
       from 3.13, NotImplementedError "numpy() is only available when eager execution" on
       3.7 to 3.12. Use `.keras` to resume training.
-    - `model.save("m.keras")`: Keras 2.12 writes a legacy HDF5 file, 2.13 and later the zip
-      archive. `model.save("m.h5")` and `model.save("m.hdf5")` write HDF5 everywhere.
-    - `model.save("model_dir")` (no extension): Keras 2 (tf-keras included) writes a
-      SavedModel directory; Keras 3 raises ValueError "Invalid filepath extension".
-    - `save_weights("w.h5")`: Keras 2 writes HDF5; Keras 3 raises ValueError "must end in
-      `.weights.h5`". `save_weights("w.weights.h5")` writes HDF5 everywhere.
-      `save_weights("ckpt")` (no extension): Keras 2 writes a TF checkpoint that
-      `tf.train.latest_checkpoint` finds; Keras 3 raises the same ValueError.
     - Keras 2.15's legacy `.h5` of a model with `DepthwiseConv2D` (its config carries
       `groups: 1`, keras-team/keras#19151): Keras 2 loads it; Keras 3 raises TypeError
       "Unrecognized keyword arguments passed to DepthwiseConv2D"; through
-      `load_model_with_custom_objects` it loads on every stack, weights intact.
+      `load_model_with_custom_objects` it loads on every stack, weights intact, and
+      predicts exactly what Keras 2.15 predicted.
+    - Keras 2.15's `.keras` of that model: Keras 2.12 raises TypeError "Could not
+      deserialize class 'Functional'", 2.13 and 2.14 ValueError "... but received 0
+      variables", 2.15 and tf-keras load it, and Keras 3 raises TypeError "Could not
+      deserialize class 'Functional'" with or without `load_model_with_custom_objects`:
+      its config.json names Keras 2's private module `keras.src.engine.functional`, and
+      past that Keras 3 refuses DepthwiseConv2D's `groups` (TypeError above).
+      `load_keras2_archive` loads it from Keras 2.15 on, Keras 3 included, predicting
+      exactly what Keras 2.15 predicted; on 2.12 to 2.14 it raises ValueError "but
+      received 0 variables".
+    - Keras 2.15's `.h5` of a model with an `LSTM` and a `Bidirectional(LSTM)`: Keras 2
+      loads it; Keras 3.0 to 3.3 raise ValueError "Could not interpret initializer
+      identifier" (they cannot read `Orthogonal` by that name), 3.4 and later ValueError
+      "Unrecognized keyword arguments passed to LSTM" (`time_major`,
+      keras-team/keras#20750). Through `load_model_with_custom_objects` it loads on
+      every stack and predicts exactly what Keras 2.15 predicted.
+    - Keras 2.15's `.keras` of that model: 2.15 and tf-keras load it; Keras 2.12 and
+      Keras 3 raise TypeError "Could not deserialize class 'Functional'" (2.13 and 2.14
+      ValueError "but received 0 variables"). `load_keras2_archive` loads it from 2.15 on,
+      Keras 3 included, with exact predictions.
+    - A Bidirectional LSTM saved to `.keras` and loaded by the same Keras fails on Keras
+      3.0 to 3.2 (tensorflow/tensorflow#65395: ValueError "... but received 0
+      variables"); Keras 2 and Keras 3.3 and later reload it exactly.
     - `model.export(directory)` after `model.predict`: Keras 2.12 raises KeyError "Failed
       to add concrete function"; from 2.13 it writes a SavedModel whose `serve` endpoint
       predicts like the model. Keras 2 `load_model` loads that directory; Keras 3 raises
       ValueError "File format not supported" and reloads it as
       `keras.layers.TFSMLayer(directory, call_endpoint="serve")`, which Keras 2 lacks.
-    - Keras 2.15's `.keras` of that model: Keras 2.12 raises TypeError "Could not
-      deserialize class 'Functional'", 2.13 and 2.14 ValueError "... but received 0
-      variables", 2.15 and tf-keras load it, and Keras 3 raises TypeError "Could not
-      deserialize class 'Functional'" with or without `load_model_with_custom_objects`.
 
 Sources: Keras guide "Save, serialize, and export models"; keras-team/keras#19151;
-keras-team/keras-io#1844; tensorflow/tensorflow#74342.
+keras-team/keras#20750; tensorflow/tensorflow#65395.
 
 Run: python -m recipes.save_load_custom_objects
 """
 
+import json
 import numbers
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -124,17 +140,78 @@ class DepthwiseConv2DFromKeras2(keras.layers.DepthwiseConv2D):
         super().__init__(*args, **kwargs)
 
 
+class LSTMFromKeras2(keras.layers.LSTM):
+    """LSTM that accepts the `time_major: false` Keras 2 writes into its config."""
+
+    def __init__(self, *args, time_major=None, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
+class BidirectionalFromKeras2(keras.layers.Bidirectional):
+    """Bidirectional whose wrapped layers' configs lose Keras 2's `time_major` first."""
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = keras2_config_for_this_keras(config)
+        return super().from_config(config, custom_objects=custom_objects)
+
+
 CUSTOM_OBJECTS = {"Scale": Scale, "WeightedSquaredError": WeightedSquaredError}
-# Passed with the recipe's own classes, so Keras 3 also loads Keras 2's DepthwiseConv2D.
-KERAS2_COMPATIBLE_OBJECTS = {"DepthwiseConv2D": DepthwiseConv2DFromKeras2}
-SAVE_PATHS = {"model": "model.keras", "weights": "model.weights.h5"}
+# Passed with the recipe's own classes, so Keras 3 also loads Keras 2's legacy .h5 files.
+KERAS2_COMPATIBLE_OBJECTS = {
+    "DepthwiseConv2D": DepthwiseConv2DFromKeras2,
+    "LSTM": LSTMFromKeras2,
+    "Bidirectional": BidirectionalFromKeras2,
+    "Orthogonal": keras.initializers.Orthogonal,
+}
+# Arguments Keras 2 writes and Keras 3 refuses.
+KERAS2_ONLY_ARGUMENTS = {
+    "DepthwiseConv2D": ("groups",),
+    "LSTM": ("time_major",),
+    "GRU": ("time_major",),
+    "SimpleRNN": ("time_major",),
+}
 
 
-def save_path(kind, directory="."):
-    """The file name every stack accepts: kind "model" or "weights"."""
-    if kind not in SAVE_PATHS:
-        raise ValueError(f"kind must be one of {sorted(SAVE_PATHS)}, got kind={kind!r}")
-    return os.path.join(directory, SAVE_PATHS[kind])
+def keras2_config_for_this_keras(config):
+    """A copy of a Keras 2 config that this Keras can deserialize; Keras 2 reads it too."""
+    if isinstance(config, list):
+        return [keras2_config_for_this_keras(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    config = {key: keras2_config_for_this_keras(value) for key, value in config.items()}
+    # Keras 2 names private modules (keras.src.engine.functional) no Keras 3 can import.
+    if str(config.get("module", "")).startswith("keras.src."):
+        del config["module"]
+    # Keras 3.0 registers Orthogonal as "OrthogonalInitializer".
+    if config.get("class_name") == "Orthogonal":
+        config["class_name"] = keras.initializers.Orthogonal.__name__
+    if isinstance(config.get("config"), dict):
+        for argument in KERAS2_ONLY_ARGUMENTS.get(config.get("class_name"), ()):
+            config["config"].pop(argument, None)
+    return config
+
+
+def load_keras2_archive(path, custom_objects=None):
+    """Rebuilds a Keras 2 functional model from a `.keras` archive, then loads its weights.
+
+    The model comes back uncompiled, for inference or for a new `compile`.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not zipfile.is_zipfile(path):
+        raise ValueError(f"path must be an existing .keras archive, got path={path!r}")
+    if not isinstance(custom_objects, (dict, type(None))):
+        raise ValueError(f"custom_objects must be a dict, got custom_objects={custom_objects!r}")
+    with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory() as directory:
+        config = keras2_config_for_this_keras(json.loads(archive.read("config.json")))
+        if config.get("class_name") != "Functional":
+            raise ValueError(
+                f"path must hold a functional model, got path={path!r} holding "
+                f"class_name={config.get('class_name')!r}"
+            )
+        with keras.utils.custom_object_scope(custom_objects or {}):
+            model = keras.Model.from_config(config["config"])
+        model.load_weights(archive.extract("model.weights.h5", directory))
+    return model
 
 
 def load_model_with_custom_objects(path, custom_objects=None, compile=True):
@@ -164,7 +241,7 @@ def demo():
     model = small_model()
     model.train_on_batch(x, y)
     with tempfile.TemporaryDirectory() as directory:
-        path = save_path("model", directory)
+        path = os.path.join(directory, "model.keras")
         model.save(path)
         loaded = load_model_with_custom_objects(path)
     model.train_on_batch(x, y)

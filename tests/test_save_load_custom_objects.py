@@ -1,9 +1,9 @@
-"""Tests for recipes/save_load_custom_objects.py: formats, loading routes, paths, old files."""
+"""Tests for recipes/save_load_custom_objects.py: formats, loading routes, Keras 2 files."""
 
+import json
 import pathlib
 import zipfile
 
-import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,8 +13,9 @@ from conftest import outcome_of
 from recipes.save_load_custom_objects import (
     Scale,
     WeightedSquaredError,
+    keras2_config_for_this_keras,
+    load_keras2_archive,
     load_model_with_custom_objects,
-    save_path,
     small_model,
 )
 from tests.fixtures.make_keras2_fixtures import fixture_values
@@ -33,24 +34,6 @@ def plain_model():
     model = keras.Model(inputs, PlainScale(0.5, name="plain")(keras.layers.Dense(2)(inputs)))
     model.compile(optimizer="adam", loss=keras.losses.MeanSquaredError())
     return model
-
-
-def what_is_at(path):
-    path = pathlib.Path(path)
-    candidates = [path, *path.parent.glob(path.name + "*")]
-    found = [p for p in candidates if p.exists()]
-    if not found:
-        return "nothing"
-    first = found[0]
-    if first.is_dir():
-        return "SavedModel directory" if (first / "saved_model.pb").exists() else "directory"
-    if zipfile.is_zipfile(first):
-        return "zip archive"
-    if h5py.is_hdf5(first):
-        return "HDF5"
-    if tf.train.latest_checkpoint(str(path.parent)) == str(path):
-        return "TF checkpoint"
-    return "other file"
 
 
 def assert_same_weights(model, other):
@@ -146,67 +129,6 @@ def test_registered_classes_load_without_custom_objects(tmp_path, suffix, observ
     observe(f"load_model(.{suffix}) of registered classes without custom_objects", "loads")
 
 
-# --- Paths users type ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("method", "name", "known"),
-    [
-        (
-            "save",
-            "m.keras",
-            {"keras<2.13": "HDF5", "keras>=2.13": "zip archive"},
-        ),
-        ("save", "m.h5", {"keras<3": "HDF5", "keras>=3": "HDF5"}),
-        ("save", "m.hdf5", {"keras<3": "HDF5", "keras>=3": "HDF5"}),
-        (
-            "save",
-            "model_dir",
-            {
-                "keras<3": "SavedModel directory",
-                "keras>=3": "ValueError: Invalid filepath extension",
-            },
-        ),
-        (
-            "save_weights",
-            "w.h5",
-            {"keras<3": "HDF5", "keras>=3": "ValueError: must end in `.weights.h5`"},
-        ),
-        ("save_weights", "w.weights.h5", {"keras<3": "HDF5", "keras>=3": "HDF5"}),
-        (
-            "save_weights",
-            "ckpt",
-            {
-                "keras<3": "TF checkpoint",
-                "keras>=3": "ValueError: must end in `.weights.h5`",
-            },
-        ),
-    ],
-)
-def test_paths_users_type(tmp_path, method, name, known, version_split):
-    model = small_model()
-    path = tmp_path / name
-    outcome = outcome_of(
-        lambda: getattr(model, method)(str(path)),
-        ["Invalid filepath extension", "must end in `.weights.h5`"],
-    )
-    observed = what_is_at(path) if outcome == "works" else outcome
-    if outcome != "works":
-        assert what_is_at(path) == "nothing"
-    version_split(f"model.{method}('{name}')", observed, known)
-
-
-def test_save_path_names_are_accepted_everywhere(tmp_path, observe):
-    model = small_model()
-    model.save(save_path("model", tmp_path))
-    model.save_weights(save_path("weights", tmp_path))
-    fresh = small_model(seed=2)
-    fresh.load_weights(save_path("weights", tmp_path))
-    assert_same_weights(fresh, model)
-    assert_same_weights(load_model_with_custom_objects(save_path("model", tmp_path)), model)
-    observe("save_path('model') and save_path('weights')", "written and loaded")
-
-
 # --- Files written by Keras 2.15 -----------------------------------------------------------------
 
 
@@ -266,12 +188,145 @@ def test_keras_2_15_depthwise_files_load_on_every_stack(name, version_split):
     )
 
 
+def expected_outputs(stem):
+    """The inputs and predictions the fixture script recorded with Keras 2.15."""
+    with np.load(FIXTURES / f"{stem}_expected.npz") as recorded:
+        return recorded["x"], recorded["y"]
+
+
+def predicts_like_keras_2_15(model, stem):
+    x, y = expected_outputs(stem)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), y)
+
+
+def loaded_by(load, path):
+    """(outcome of load(path), the model or None)."""
+    loaded = []
+    observed = outcome_of(lambda: loaded.append(load(path)), FIXTURE_ERRORS)
+    return observed, (loaded[0] if loaded else None)
+
+
+def test_keras_2_15_depthwise_archive_config_names_a_private_keras_2_module(version_split):
+    with zipfile.ZipFile(FIXTURES / "keras2_depthwise.keras") as archive:
+        raw_config = archive.read("config.json")
+        assert json.loads(archive.read("metadata.json"))["keras_version"] == "2.15.0"
+    config = json.loads(raw_config)
+    assert config["module"] == "keras.src.engine.functional"
+    [depthwise] = [layer for layer in config["config"]["layers"] if layer["name"] == "depthwise"]
+    assert depthwise["config"]["groups"] == 1
+    observed = outcome_of(lambda: keras.Model.from_config(config["config"]), FIXTURE_ERRORS)
+    version_split(
+        "keras.Model.from_config(config.json of the Keras 2.15 DepthwiseConv2D archive)",
+        observed,
+        {"keras<3": "works", "keras>=3": KERAS3_GROUPS},
+    )
+    # from_config may consume its argument, so the fix starts from the file again.
+    fixed = keras2_config_for_this_keras(json.loads(raw_config))
+    assert "module" not in fixed and "groups" not in str(fixed)
+    assert keras.Model.from_config(fixed["config"]).count_params() == 18 + 2 + 18 + 1
+
+
+KERAS2_ARCHIVE_ROUTE = {
+    "keras<2.15": "ValueError: but received 0 variables",
+    "keras>=2.15": "works",
+}
+
+
+@pytest.mark.parametrize("stem", ["keras2_depthwise", "keras2_lstm"])
+def test_load_keras2_archive_loads_keras_2_15_archives_from_2_15_on(stem, version_split):
+    observed, model = loaded_by(load_keras2_archive, FIXTURES / f"{stem}.keras")
+    if model is not None:
+        predicts_like_keras_2_15(model, stem)
+    version_split(f"load_keras2_archive(Keras 2.15 {stem}.keras)", observed, KERAS2_ARCHIVE_ROUTE)
+
+
+LSTM_ERRORS = [
+    "Could not interpret initializer identifier",
+    "Unrecognized keyword arguments passed to LSTM",
+    "Could not deserialize class 'Functional'",
+    "but received 0 variables",
+]
+KNOWN_LSTM_OUTCOMES = {
+    "keras2_lstm.h5": {
+        "keras<3": "works",
+        "keras>=3,<3.4": "ValueError: Could not interpret initializer identifier",
+        "keras>=3.4": "ValueError: Unrecognized keyword arguments passed to LSTM",
+    },
+    "keras2_lstm.keras": KNOWN_FIXTURE_OUTCOMES["keras2_depthwise.keras"],
+}
+
+
+@pytest.mark.parametrize("name", ["keras2_lstm.h5", "keras2_lstm.keras"])
+def test_keras_2_15_lstm_files_per_stack(name, version_split):
+    path = FIXTURES / name
+    loaded = []
+    observed = outcome_of(
+        lambda: loaded.append(keras.models.load_model(str(path), compile=False)), LSTM_ERRORS
+    )
+    if loaded:
+        predicts_like_keras_2_15(loaded[0], "keras2_lstm")
+    version_split(f"load_model(Keras 2.15 {name}) with LSTM", observed, KNOWN_LSTM_OUTCOMES[name])
+
+
+def test_keras_3_0_to_3_3_cannot_read_the_orthogonal_initializer_keras_2_writes(version_split):
+    with zipfile.ZipFile(FIXTURES / "keras2_lstm.keras") as archive:
+        config = archive.read("config.json").decode()
+    assert '"time_major": false' in config and '"class_name": "Orthogonal"' in config
+    observed = outcome_of(
+        lambda: keras.initializers.get({"class_name": "Orthogonal", "config": {"gain": 1.0}}),
+        LSTM_ERRORS,
+    )
+    version_split(
+        "keras.initializers.get({'class_name': 'Orthogonal'})",
+        observed,
+        {
+            "keras<3": "works",
+            "keras>=3,<3.4": "ValueError: Could not interpret initializer identifier",
+            "keras>=3.4": "works",
+        },
+    )
+
+
+def test_keras_2_15_lstm_h5_loads_everywhere_through_the_compatible_objects(observe):
+    model = load_model_with_custom_objects(FIXTURES / "keras2_lstm.h5", compile=False)
+    predicts_like_keras_2_15(model, "keras2_lstm")
+    observe("load_model_with_custom_objects(Keras 2.15 keras2_lstm.h5)", "exact predictions")
+
+
+def test_keras_2_15_depthwise_files_predict_like_keras_2_15_where_they_load(observe):
+    model = load_model_with_custom_objects(FIXTURES / "keras2_depthwise.h5", compile=False)
+    predicts_like_keras_2_15(model, "keras2_depthwise")
+    observe("load_model_with_custom_objects(Keras 2.15 keras2_depthwise.h5)", "exact predictions")
+
+
+def bidirectional_lstm_model():
+    """tensorflow/tensorflow#65395: Input (17, 4) -> Bidirectional(LSTM(4))."""
+    inputs = keras.Input((17, 4))
+    return keras.Model(inputs, keras.layers.Bidirectional(keras.layers.LSTM(4))(inputs))
+
+
+def test_bidirectional_lstm_keras_round_trip_on_the_same_stack(tmp_path, version_split):
+    model = bidirectional_lstm_model()
+    path = tmp_path / "bidirectional.keras"
+    model.save(str(path))
+    observed, loaded = loaded_by(lambda p: keras.models.load_model(str(p)), path)
+    if loaded is not None:
+        assert_same_weights(loaded, model)
+    version_split(
+        "Bidirectional(LSTM) saved to .keras and loaded by the same Keras",
+        observed,
+        {
+            "keras<3": "works",
+            "keras>=3,<3.3": "ValueError: but received 0 variables",
+            "keras>=3.3": "works",
+        },
+    )
+
+
 # --- Bad input -----------------------------------------------------------------------------------
 
 
 def test_bad_arguments_raise_a_value_error_naming_them(tmp_path):
-    with pytest.raises(ValueError, match=r"kind='model\.h5'"):
-        save_path("model.h5")
     with pytest.raises(ValueError, match=r"path='missing\.keras'"):
         load_model_with_custom_objects("missing.keras")
     path = tmp_path / "model.keras"
@@ -280,6 +335,15 @@ def test_bad_arguments_raise_a_value_error_naming_them(tmp_path):
         load_model_with_custom_objects(path, ["Scale"])
     with pytest.raises(ValueError, match=r"initial=nan"):
         Scale(float("nan"))
+    with pytest.raises(ValueError, match=r"path='missing\.keras'"):
+        load_keras2_archive("missing.keras")
+    with pytest.raises(ValueError, match=r"custom_objects=\['Scale'\]"):
+        load_keras2_archive(FIXTURES / "keras2_lstm.keras", ["Scale"])
+    sequential = tmp_path / "sequential.keras"
+    with zipfile.ZipFile(sequential, "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {}}))
+    with pytest.raises(ValueError, match=r"class_name='Sequential'"):
+        load_keras2_archive(sequential)
     with pytest.raises(ValueError, match=r"weight=-1"):
         WeightedSquaredError(weight=-1)
     assert Scale(np.float32(2.0)).initial == 2.0
