@@ -27,9 +27,9 @@ Pitfalls:
     - With mapped weights the three forms give the same outputs and the same gradients with
       respect to the input and to every kernel (the grouped kernel's gradient, split or
       reshaped the same way, is the other form's gradient), within 1e-5 in float32.
-    - Keras checks divisibility when the layer is built: filters not divisible by groups
-      raise ValueError "The number of filters must be evenly divisible by the number of
-      groups" at construction; input channels not divisible, ValueError "The number of input
+    - Keras checks divisibility itself: filters not divisible by groups raise ValueError
+      "The number of filters must be evenly divisible by the number of groups" at
+      construction; input channels not divisible, ValueError "The number of input
       channels must be evenly divisible by the number of groups" when called, on a
       `keras.Input` as on an array. `tf.nn.conv2d` with a kernel whose input depth does not
       divide the channels raises only when it runs, InvalidArgumentError "input depth must
@@ -42,15 +42,17 @@ Versions:
     - All five stacks (TensorFlow 2.12 to 2.21, Keras 2.12, 2.15, tf-keras 2.21, Keras 3.0
       and 3.15) run `Conv2D(groups=g)` on CPU forward and backward: eagerly, in a
       `tf.function`, under `jit_compile=True`, and in `fit` with and without
-      `jit_compile=True`, equal to the split form. TensorFlow's CPU refusals quoted above
-      come from releases before 2.12 (tensorflow/tensorflow#29005, #53631).
+      `jit_compile=True`, equal to the split form. None of them raises the CPU refusals
+      quoted above, reported for TensorFlow 1.14 to 2.7 (tensorflow/tensorflow#29005,
+      #53631).
     - `fit` with `compile(jit_compile=True)` after
       `tf.config.experimental.enable_op_determinism()`: Keras 2 and Keras 3.0 to 3.6 keep
       XLA; Keras 3.7 and later warn "Model doesn't support `jit_compile=True`" and fit
       without it (`model.jit_compile` becomes False), so check XLA without determinism.
     - `DepthwiseConv2D(groups=2)` is accepted on Keras 2 (it subclasses Conv2D) and refused
-      on Keras 3 with ValueError "Unrecognized keyword arguments", which is why a Keras 2
-      DepthwiseConv2D config (it stores groups=1) does not load on Keras 3.
+      on Keras 3 with ValueError "Unrecognized keyword arguments". Keras 2's DepthwiseConv2D
+      config stores groups=1, and Keras 3's `from_config` refuses such a config with
+      TypeError "Unrecognized keyword arguments".
 
 Sources: Keras API docs "Conv2D layer" and "DepthwiseConv2D layer" (keras.io/api/layers/
     convolution_layers); TensorFlow API docs "tf.nn.conv2d" and "tf.split";

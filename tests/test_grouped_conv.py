@@ -364,15 +364,21 @@ def test_a_layer_without_groups_refuses_it_differently_on_keras_2_and_3(version_
 
 def test_depthwise_conv2d_takes_groups_on_keras_2_only(version_split):
     """Keras 2's DepthwiseConv2D config stores groups=1, which Keras 3's constructor refuses."""
-    stored = keras.layers.DepthwiseConv2D(3).get_config().get("groups")
-    outcome = outcome_of(
-        lambda: keras.layers.DepthwiseConv2D(3, groups=2), ["Unrecognized keyword arguments"]
+    config = keras.layers.DepthwiseConv2D(3).get_config()
+    fragments = ["Unrecognized keyword arguments"]
+    constructed = outcome_of(lambda: keras.layers.DepthwiseConv2D(3, groups=2), fragments)
+    # The stack's own config with Keras 2's groups=1 added, as a Keras 2 file holds it.
+    loaded = outcome_of(
+        lambda: keras.layers.DepthwiseConv2D.from_config({**config, "groups": 1}), fragments
     )
     version_split(
-        "DepthwiseConv2D config's groups; DepthwiseConv2D(3, groups=2)",
-        f"config groups={stored}; {outcome}",
+        "DepthwiseConv2D config's groups; DepthwiseConv2D(3, groups=2); from_config groups=1",
+        f"config groups={config.get('groups')}; {constructed}; {loaded}",
         {
-            "keras<3": "config groups=1; works",
-            "keras>=3": "config groups=None; ValueError: Unrecognized keyword arguments",
+            "keras<3": "config groups=1; works; works",
+            "keras>=3": (
+                "config groups=None; ValueError: Unrecognized keyword arguments; "
+                "TypeError: Unrecognized keyword arguments"
+            ),
         },
     )
