@@ -54,6 +54,9 @@ hypothesis.settings.load_profile(HYPOTHESIS_PROFILE)
 # The suite runs as recipes/deterministic_training.py advises: op determinism for the whole
 # process, and every seed set before each test (below), so a test's numbers repeat run to run.
 tf.config.experimental.enable_op_determinism()
+# Devices are set up now, not by whichever test touches them first: a test run in any order
+# sees the same devices (recipes/distributed_custom_loop.py adds logical CPUs only before).
+tf.config.list_logical_devices("CPU")
 
 
 def pytest_report_header(config):
