@@ -35,8 +35,8 @@ Pitfalls:
 
 Versions:
     - Keras 2 (tf-keras included) and Keras 3.3 and later: with `save_freq="epoch"` a
-      crash mid-epoch resumes at the interrupted epoch and ends bit-identical to an
-      uninterrupted run, weights and optimizer state.
+      crash mid-epoch (an exception or SIGKILL) resumes at the interrupted epoch and ends
+      bit-identical to an uninterrupted run, weights and optimizer state.
     - Keras 3.0: `BackupAndRestore` restores neither the epoch nor the optimizer state
       (warning "Skipping variable loading for optimizer"): the resumed `fit` runs every
       epoch again and ends with different weights. Keras 3.1 to 3.2 resume at the

@@ -3,7 +3,8 @@
 conftest.py enables op determinism for the whole test process, and TensorFlow offers no
 public way to turn it off again, so every run that needs it off happens in one child
 process (`child_report`, started once per session by the `without_op_determinism`
-fixture). This module must not import conftest: the child imports it.
+fixture). The child imports this module, so this module must not import conftest, which
+would switch op determinism on in the child too.
 """
 
 import json

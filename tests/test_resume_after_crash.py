@@ -1,9 +1,9 @@
 """Tests for recipes/resume_after_crash.py: crash, resume, compare with a run that never stopped.
 
-The SIGKILL test runs its first half in a child process (`child_train_until_killed`). This
-module must not import conftest: the child imports this module, and conftest would switch
-the child's op determinism on a second way; the child switches it on itself, as the parent
-process has it (conftest.py).
+The SIGKILL tests run the crashed half in a child process (`child_train_until_killed`,
+`child_fit_until_killed`), which imports this module. So this module must not import
+conftest, whose import-time setup belongs to the pytest process; the child enables op
+determinism itself, as conftest.py does for the parent.
 """
 
 import inspect
@@ -211,16 +211,44 @@ def fit(model, callbacks):
     )
 
 
-def crash_then_resume(backup_dir, save_freq):
-    """Uninterrupted fit, then a fit crashed at epoch 1 batch 3 and resumed in a new model."""
-    reference = compiled_model(seed=1)
-    fit(reference, [])
+def crash_in_this_process(backup_dir, save_freq):
     crashed = compiled_model(seed=1)
     with pytest.raises(Crash):
         fit(
             crashed,
             [keras.callbacks.BackupAndRestore(backup_dir, save_freq=save_freq), CrashAtBatch(1, 3)],
         )
+
+
+class KillAtBatch(CrashAtBatch):
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.crash_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def child_fit_until_killed(backup_dir, save_freq):
+    """Child process: the crashed fit of `crash_then_resume`, ended by SIGKILL instead."""
+    tf.config.experimental.enable_op_determinism()
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir, save_freq=save_freq)]
+    fit(compiled_model(seed=1), [*callbacks, KillAtBatch(1, 3)])
+
+
+def crash_in_a_child_killed_by_sigkill(backup_dir, save_freq):
+    code = (
+        f"from {__name__} import child_fit_until_killed as child; "
+        f"child({backup_dir!r}, {save_freq!r})"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == -signal.SIGKILL, completed.stderr[-3000:]
+
+
+def crash_then_resume(backup_dir, save_freq, crash=crash_in_this_process):
+    """Uninterrupted fit, then a fit crashed at epoch 1 batch 3 and resumed in a new model."""
+    reference = compiled_model(seed=1)
+    fit(reference, [])
+    crash(backup_dir, save_freq)
     # A restarted process builds its model afresh: other initial weights, a new optimizer.
     resumed, counter = compiled_model(seed=5), CountBatches()
     with warnings.catch_warnings(record=True) as caught:
@@ -231,33 +259,48 @@ def crash_then_resume(backup_dir, save_freq):
     skipped_optimizer = any(
         "Skipping variable loading for optimizer" in str(w.message) for w in caught
     )
+    same = identical(resumed.get_weights(), reference.get_weights()) and identical(
+        optimizer_state(resumed.optimizer), optimizer_state(reference.optimizer)
+    )
     return {
-        "epochs": len(history.history["loss"]),
         "batches": counter.batches,
         "weights": identical(resumed.get_weights(), reference.get_weights()),
-        "optimizer": identical(
-            optimizer_state(resumed.optimizer), optimizer_state(reference.optimizer)
+        "summary": f"{len(history.history['loss'])} epochs run after the restart: "
+        + (
+            "bit-identical"
+            if same
+            else "weights differ" + (", optimizer skipped" if skipped_optimizer else "")
         ),
-        "skipped_optimizer": skipped_optimizer,
     }
+
+
+# What a fit with BackupAndRestore(save_freq="epoch") does after a crash mid-epoch 1 of 3.
+EPOCH_BACKUP_RESUME = {
+    "keras<3": "2 epochs run after the restart: bit-identical",
+    "keras>=3,<3.1": "3 epochs run after the restart: weights differ, optimizer skipped",
+    "keras>=3.1,<3.3": "2 epochs run after the restart: weights differ, optimizer skipped",
+    "keras>=3.3": "2 epochs run after the restart: bit-identical",
+}
 
 
 def test_backup_and_restore_every_epoch_resumes_a_crash_mid_epoch(tmp_path, version_split):
     result = crash_then_resume(str(tmp_path / "backup"), save_freq="epoch")
-    observed = f"{result['epochs']} epochs run after the restart: " + (
-        "bit-identical"
-        if result["weights"] and result["optimizer"]
-        else "weights differ" + (", optimizer skipped" if result["skipped_optimizer"] else "")
-    )
     version_split(
         "BackupAndRestore(save_freq='epoch'), a crash mid-epoch 1 of 3, then fit again",
-        observed,
-        {
-            "keras<3": "2 epochs run after the restart: bit-identical",
-            "keras>=3,<3.1": "3 epochs run after the restart: weights differ, optimizer skipped",
-            "keras>=3.1,<3.3": "2 epochs run after the restart: weights differ, optimizer skipped",
-            "keras>=3.3": "2 epochs run after the restart: bit-identical",
-        },
+        result["summary"],
+        EPOCH_BACKUP_RESUME,
+    )
+
+
+def test_backup_and_restore_every_epoch_resumes_a_sigkill_mid_epoch(tmp_path, version_split):
+    """The same, with the crashed fit in a child process killed by SIGKILL."""
+    result = crash_then_resume(
+        str(tmp_path / "backup"), save_freq="epoch", crash=crash_in_a_child_killed_by_sigkill
+    )
+    version_split(
+        "BackupAndRestore(save_freq='epoch'), SIGKILL mid-epoch 1 of 3, then fit again",
+        result["summary"],
+        EPOCH_BACKUP_RESUME,
     )
 
 
