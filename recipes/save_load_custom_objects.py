@@ -14,9 +14,9 @@ Recipe:
        `keras.models.load_model` inside `keras.utils.custom_object_scope`, which every
        stack honours. Pass `compile=False` to load for inference only.
     4. Resume training from a `.keras` file: it restores the optimizer state exactly.
-    5. For Keras 2 `.h5` files, the default custom objects add `DepthwiseConv2D`, `LSTM`
-       and `Bidirectional` classes that drop the `groups` and `time_major` arguments
-       Keras 3 refuses, and Keras 3.0's name for `Orthogonal`.
+    5. For Keras 2 `.h5` files, the default custom objects on Keras 3 add
+       `DepthwiseConv2D`, `LSTM` and `Bidirectional` classes that drop the `groups` and
+       `time_major` arguments Keras 3 refuses, and Keras 3.0's name for `Orthogonal`.
     6. For a Keras 2 `.keras` archive, `load_keras2_archive(path)` rebuilds the model
        from the archive's `config.json` with the same fixes, then loads its weights.
     7. For serving, `model.export(directory)` writes a SavedModel; on Keras 3 load it back
@@ -33,6 +33,9 @@ Pitfalls:
     - `load_model(path, compile=False)` predicts exactly like the saved model and has no
       loss.
     - `tf.saved_model.save(model, directory)` writes a SavedModel on every stack.
+    - The default custom objects change nothing for a `.keras` file of the same stack
+      with `LSTM`, `Bidirectional` and `DepthwiseConv2D`: it loads (or fails) exactly as
+      with plain `load_model`, with Keras' own classes and the same predictions.
 
 Versions:
     - A model loaded from a legacy `.h5` resumes training identically on Keras 2; on Keras
@@ -158,12 +161,15 @@ class BidirectionalFromKeras2(keras.layers.Bidirectional):
 
 CUSTOM_OBJECTS = {"Scale": Scale, "WeightedSquaredError": WeightedSquaredError}
 # Passed with the recipe's own classes, so Keras 3 also loads Keras 2's legacy .h5 files.
+# Keras 2 reads its own files as they are: there the replacements would only get in the way.
 KERAS2_COMPATIBLE_OBJECTS = {
     "DepthwiseConv2D": DepthwiseConv2DFromKeras2,
     "LSTM": LSTMFromKeras2,
     "Bidirectional": BidirectionalFromKeras2,
     "Orthogonal": keras.initializers.Orthogonal,
 }
+if KERAS_MAJOR < 3:
+    KERAS2_COMPATIBLE_OBJECTS = {}
 # Arguments Keras 2 writes and Keras 3 refuses.
 KERAS2_ONLY_ARGUMENTS = {
     "DepthwiseConv2D": ("groups",),

@@ -323,6 +323,29 @@ def test_bidirectional_lstm_keras_round_trip_on_the_same_stack(tmp_path, version
     )
 
 
+def test_default_custom_objects_change_nothing_for_a_keras_file_of_the_same_stack(
+    tmp_path, observe
+):
+    sequence, image = keras.Input((4, 3)), keras.Input((5, 5, 2))
+    hidden = keras.layers.LSTM(2, return_sequences=True)(sequence)
+    hidden = keras.layers.Bidirectional(keras.layers.LSTM(2))(hidden)
+    flat = keras.layers.Flatten()(keras.layers.DepthwiseConv2D(3)(image))
+    model = keras.Model([sequence, image], keras.layers.Concatenate()([hidden, flat]))
+    x = [np.linspace(-1, 1, 12, dtype=np.float32).reshape(1, 4, 3), np.ones((1, 5, 5, 2))]
+    path = tmp_path / "same_stack.keras"
+    model.save(str(path))
+    plain, plain_model = loaded_by(lambda p: keras.models.load_model(str(p)), path)
+    helper, helper_model = loaded_by(load_model_with_custom_objects, path)
+    assert helper == plain
+    if helper_model is not None:
+        classes = {type(layer).__name__ for layer in helper_model.layers}
+        assert {"LSTM", "Bidirectional", "DepthwiseConv2D"} <= classes
+        expected = model.predict(x, verbose=0)
+        np.testing.assert_array_equal(helper_model.predict(x, verbose=0), expected)
+        np.testing.assert_array_equal(plain_model.predict(x, verbose=0), expected)
+    observe("load_model_with_custom_objects(same-stack .keras with LSTM)", "same as load_model")
+
+
 # --- Bad input -----------------------------------------------------------------------------------
 
 
