@@ -24,7 +24,8 @@ Pitfalls:
       so do the weights, although every seed is set.
     - A map directly followed by `batch` keeps the order even with `deterministic=False`:
       tf.data fuses the two (its default `map_and_batch_fusion`), and the fused op writes
-      each element into its own slot of the batch.
+      each element into its own slot of the batch (with the fusion turned off in
+      `tf.data.Options`, the same pipeline reorders).
     - With op determinism on, `deterministic=False` is overridden: the same map keeps the
       input order (as TensorFlow's documentation of `enable_op_determinism` says).
     - `shuffle()` without a seed takes its seed from TensorFlow's global seed: after
@@ -36,7 +37,8 @@ Pitfalls:
       RuntimeError "Random ops require a seed".
     - `make_deterministic` raises ValueError for a seed that is not an integer in
       [0, 2**32) (NumPy's limit) and accepts NumPy integers, which
-      `keras.utils.set_random_seed` refuses with ValueError on all five stacks. Seed 0 repeats like any other seed.
+      `keras.utils.set_random_seed` refuses with ValueError on all five stacks. Seed 0
+      repeats like any other seed.
 
 Versions:
     - Keras 2 (tf-keras included): with op determinism on and no TensorFlow seed, calling

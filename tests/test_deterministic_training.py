@@ -57,7 +57,8 @@ def map_order(deterministic, followed_by="shuffle"):
     """The row numbers in the order the pipeline hands them out, for one pass.
 
     `followed_by="shuffle"` is `make_dataset`'s map -> shuffle -> batch; "batch" puts the
-    batch straight after the map, where tf.data fuses the two.
+    batch straight after the map, where tf.data fuses the two; "batch, unfused" turns
+    that fusion off.
     """
     features, _ = regression_data()
     row_numbers = np.arange(len(features), dtype="float32")
@@ -74,6 +75,10 @@ def map_order(deterministic, followed_by="shuffle"):
         dataset = tf.data.Dataset.from_tensor_slices((features, row_numbers))
         dataset = dataset.map(uneven_work, num_parallel_calls=4, deterministic=deterministic)
         dataset = dataset.batch(8)
+        if followed_by == "batch, unfused":
+            options = tf.data.Options()
+            options.experimental_optimization.map_and_batch_fusion = False
+            dataset = dataset.with_options(options)
     return [int(row) for _, rows in dataset for row in rows.numpy()]
 
 
@@ -136,6 +141,9 @@ def child_report():
     )
     report["unordered_map_then_shuffle_reorders"] = order_differs_within_attempts("shuffle")
     report["unordered_map_then_batch_reorders"] = order_differs_within_attempts("batch")
+    report["unordered_map_then_unfused_batch_reorders"] = order_differs_within_attempts(
+        "batch, unfused"
+    )
     print("REPORT " + json.dumps(report))
 
 
@@ -244,6 +252,8 @@ def test_op_determinism_overrides_deterministic_false_in_a_parallel_map(without_
 def test_a_map_fused_with_the_next_batch_keeps_the_order(without_op_determinism):
     """Without op determinism, map(deterministic=False).batch() still hands rows out in order."""
     assert without_op_determinism["unordered_map_then_batch_reorders"] is False
+    # The fusion is why: with map_and_batch_fusion off, the same pipeline reorders.
+    assert without_op_determinism["unordered_map_then_unfused_batch_reorders"] is True
     assert map_order(deterministic=False, followed_by="batch") == list(range(32))
 
 
