@@ -53,9 +53,12 @@ Versions:
       delete_checkpoint`; Keras 3.7 and later add `double_checkpoint` (keep the previous
       backup too, used when the newest is unreadable).
 
-Sources: Keras API docs "BackupAndRestore" (keras.io/api/callbacks/backup_and_restore);
-    TensorFlow guides "Training checkpoints" (tensorflow.org/guide/checkpoint) and
-    "Fault tolerance" (tf.distribute); TensorFlow API docs "tf.train.CheckpointManager".
+Sources: Keras API docs "BackupAndRestore" for Keras 3
+    (keras.io/api/callbacks/backup_and_restore) and Keras 2
+    (keras.io/2/api/callbacks/backup_and_restore); TensorFlow guides "Training
+    checkpoints" (tensorflow.org/guide/checkpoint) and "Migrate the fault tolerance
+    mechanism" (tensorflow.org/guide/migrate/fault_tolerance); TensorFlow API docs
+    "tf.train.CheckpointManager".
 
 Run: python -m recipes.resume_after_crash
 """
