@@ -8,11 +8,7 @@ would switch op determinism on in the child too.
 """
 
 import json
-import os
-import pathlib
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,8 +21,8 @@ from recipes.deterministic_training import (
     make_deterministic,
     weights_are_identical,
 )
+from tests.child_process import last_report, run_python
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Runs with a difference expected retry up to this many times before the test gives up.
 ATTEMPTS = 5
 
@@ -150,17 +146,8 @@ def child_report():
 @pytest.fixture(scope="module")
 def without_op_determinism():
     """What the scenarios of `child_report` did in a process without op determinism."""
-    completed = subprocess.run(
-        [sys.executable, "-c", f"from {__name__} import child_report; child_report()"],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONHASHSEED="0"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    report = json.loads(lines[-1].removeprefix("REPORT "))
+    completed = run_python(f"from {__name__} import child_report; child_report()")
+    report = json.loads(last_report(completed))
     assert report["op_determinism"] is False
     return report
 

@@ -1,9 +1,5 @@
 """Tests for recipes/grouped_conv.py: three forms of one grouped convolution, and the stacks."""
 
-import os
-import pathlib
-import subprocess
-import sys
 import warnings
 
 import hypothesis
@@ -24,6 +20,7 @@ from recipes.grouped_conv import (
     grouped_to_split_weights,
     split_to_grouped_weights,
 )
+from tests.child_process import last_report, run_python
 from tests.grouped_conv_forms import (
     TOLERANCE,
     fit_grouped_and_split,
@@ -31,8 +28,6 @@ from tests.grouped_conv_forms import (
     random_input,
     randomize_weights,
 )
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def numpy_grouped_conv(x, kernel, bias, groups):
@@ -314,18 +309,8 @@ print("REPORT", [bool(model.jit_compile) for model in models], len(fallback))
 
 
 def test_grouped_conv_trains_in_fit_with_jit_compile_like_the_split_form(observe):
-    completed = subprocess.run(
-        [sys.executable, "-c", FIT_WITH_XLA],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONHASHSEED="0"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
     # Both models kept jit_compile=True, with no fallback warning: fit really ran XLA.
-    assert lines[-1] == "REPORT [True, True] 0"
+    assert last_report(run_python(FIT_WITH_XLA)) == "[True, True] 0"
     observe("Conv2D(groups=2) in fit(jit_compile=True) on CPU", "works, equals split")
 
 
