@@ -36,6 +36,9 @@ Versions:
     - Keras 2 (tf-keras included) and Keras 3.0 to 3.8: the clone of a compiled model is not
       compiled. Keras 3.9 and later compile it from the original's compile config, with a
       new optimizer object.
+    - Keras 3.5 only: `keras.Sequential([keras.Sequential([...], name="inner")])` without an
+      input shape raises ValueError "has no defined input shape yet" at construction; 3.4
+      and earlier, and 3.6 and later, build it. Start the inner block with `keras.Input`.
 
 Sources: Keras API docs "clone_model" and "Layer weights APIs" (`get_weights`,
     `set_weights`); Keras guide "Transfer learning & fine-tuning"; keras-team/keras#16668

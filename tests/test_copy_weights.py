@@ -62,10 +62,29 @@ class DeepSubclassed(keras.Model):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.conv_a = dense(5, 21, "conv_a", activation="relu")
-        self.outer = keras.Sequential([keras.Sequential([dense(5, 22, "conv_b")], name="inner")])
+        # The inner block gets its input shape: Keras 3.5 refuses a nested Sequential without
+        # one (test_a_nested_sequential_without_an_input_shape_fails_on_keras_3_5_only).
+        inner = keras.Sequential([keras.Input((5,)), dense(5, 22, "conv_b")], name="inner")
+        self.outer = keras.Sequential([inner])
 
     def call(self, inputs):
         return self.outer(self.conv_a(inputs))
+
+
+def test_a_nested_sequential_without_an_input_shape_fails_on_keras_3_5_only(version_split):
+    def nest():
+        inner = keras.Sequential([dense(5, 22, "conv_b")], name="inner")
+        return keras.Sequential([inner])
+
+    version_split(
+        "Sequential([Sequential([Dense], name='inner')]) without an input shape",
+        outcome_of(nest, ["has no defined input shape yet"]),
+        {
+            "keras<3.5": "works",
+            "keras>=3.5,<3.6": "ValueError: has no defined input shape yet",
+            "keras>=3.6": "works",
+        },
+    )
 
 
 # --- get_weights / set_weights --------------------------------------------------------------
