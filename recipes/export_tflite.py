@@ -108,6 +108,19 @@ def _positive_int(argument_name, value, minimum=1):
     return int(value)
 
 
+def _div(size, factor):
+    return None if size is None else size // factor
+
+
+def _mul(size, factor):
+    return None if size is None else size * factor
+
+
+def _shape(*dims):
+    """Keras 2's own layers (and its layer test) return a TensorShape; Keras 3 a tuple."""
+    return tf.TensorShape(dims) if KERAS_MAJOR == 2 else dims
+
+
 class Reorg(keras.layers.Layer):
     """YOLO's passthrough layer: `tf.nn.space_to_depth` with block_size."""
 
@@ -119,9 +132,9 @@ class Reorg(keras.layers.Layer):
         return tf.nn.space_to_depth(inputs, self.block_size)
 
     def compute_output_shape(self, input_shape):
-        batch, height, width, channels = input_shape
+        batch, height, width, channels = tuple(input_shape)
         size = self.block_size
-        return (batch, height // size, width // size, channels * size * size)
+        return _shape(batch, _div(height, size), _div(width, size), _mul(channels, size * size))
 
     def get_config(self):
         return {**super().get_config(), "block_size": self.block_size}
@@ -142,14 +155,13 @@ class AvgPool2d(keras.layers.Layer):
         return tf.nn.avg_pool2d(padded, self.kernel_size, self.stride, "VALID")
 
     def compute_output_shape(self, input_shape):
-        batch, height, width, channels = input_shape
-        padded_height, padded_width = height + 2 * self.padding, width + 2 * self.padding
-        return (
-            batch,
-            (padded_height - self.kernel_size) // self.stride + 1,
-            (padded_width - self.kernel_size) // self.stride + 1,
-            channels,
-        )
+        batch, height, width, channels = tuple(input_shape)
+        return _shape(batch, self._pooled(height), self._pooled(width), channels)
+
+    def _pooled(self, size):
+        if size is None:
+            return None
+        return (size + 2 * self.padding - self.kernel_size) // self.stride + 1
 
     def get_config(self):
         return {

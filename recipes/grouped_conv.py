@@ -128,6 +128,8 @@ class GroupedConv2D(keras.layers.Layer):
                 strides=strides,
                 padding=padding,
                 use_bias=use_bias,
+                # The parent's policy (mixed_float16 too): Keras 3.0 does not pass it down.
+                dtype=self.dtype_policy,
                 name=f"group_{index}",
             )
             for index in range(self.groups)

@@ -21,6 +21,8 @@ from recipes import export_tflite
 from recipes.export_tflite import (
     QUANTIZATIONS,
     ROUTES,
+    AvgPool2d,
+    Reorg,
     build_model,
     convert_to_tflite,
     default_route,
@@ -30,6 +32,7 @@ from recipes.export_tflite import (
     save_saved_model,
     serve_saved_model,
 )
+from tests.layer_contract import run_keras_layer_test
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The bounds the recipe states, and what all five stacks measured (outputs' largest magnitude
@@ -425,3 +428,45 @@ def test_unknown_saved_model_method_and_interpreter_raise_value_error(
     assert not (tmp_path / "m").exists()
     with pytest.raises(ValueError, match=r"interpreter='onnxruntime'"):
         run_tflite(b"", inputs, "onnxruntime")
+
+
+def numpy_space_to_depth(x, block):
+    """NHWC space-to-depth: each block x block patch becomes block * block * C channels."""
+    batch, height, width, channels = x.shape
+    patches = x.reshape(batch, height // block, block, width // block, block, channels)
+    return patches.transpose(0, 1, 3, 2, 4, 5).reshape(
+        batch, height // block, width // block, block * block * channels
+    )
+
+
+def numpy_avg_pool_count_include_pad(x, kernel, stride, pad):
+    padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+    rows = (padded.shape[1] - kernel) // stride + 1
+    cols = (padded.shape[2] - kernel) // stride + 1
+    out = np.empty((x.shape[0], rows, cols, x.shape[3]), x.dtype)
+    for i in range(rows):
+        for j in range(cols):
+            window = padded[:, i * stride : i * stride + kernel, j * stride : j * stride + kernel]
+            out[:, i, j] = window.mean(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize(
+    "layer_class, kwargs, reference",
+    [
+        (Reorg, {"block_size": 2}, lambda x: numpy_space_to_depth(x, 2)),
+        (
+            AvgPool2d,
+            {"kernel_size": 3, "stride": 2, "padding": 1},
+            lambda x: numpy_avg_pool_count_include_pad(x, 3, 2, 1),
+        ),
+    ],
+)
+def test_custom_layers_pass_keras_own_layer_harness_against_numpy(
+    layer_class, kwargs, reference, observe
+):
+    inputs = np.random.default_rng(7).normal(size=(2, 6, 6, 3)).astype("float32")
+    expected = reference(inputs)
+    np.testing.assert_allclose(np.asarray(layer_class(**kwargs)(inputs)), expected, atol=1e-6)
+    run_keras_layer_test(layer_class, kwargs, inputs, expected, {layer_class.__name__: layer_class})
+    observe(f"export_tflite's {layer_class.__name__} in Keras' own layer harness", "passes")

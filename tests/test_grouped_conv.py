@@ -28,6 +28,7 @@ from tests.grouped_conv_forms import (
     random_input,
     randomize_weights,
 )
+from tests.layer_contract import run_keras_layer_test
 
 
 def numpy_grouped_conv(x, kernel, bias, groups):
@@ -367,3 +368,12 @@ def test_depthwise_conv2d_takes_groups_on_keras_2_only(version_split):
             ),
         },
     )
+
+
+def test_grouped_conv2d_fallback_passes_keras_own_layer_harness(observe):
+    # Values are checked against Conv2D(groups) and numpy above; the harness checks the rest:
+    # build, symbolic and eager calls, config and serialization, a training step.
+    inputs = np.random.default_rng(5).normal(size=(2, 5, 5, 4)).astype("float32")
+    kwargs = {"filters": 6, "kernel_size": 3, "groups": 2, "padding": "same"}
+    run_keras_layer_test(GroupedConv2D, kwargs, inputs, None, {"GroupedConv2D": GroupedConv2D})
+    observe("GroupedConv2D in Keras' own layer harness", "passes")
