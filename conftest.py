@@ -9,7 +9,9 @@ import inspect
 import json
 import os
 import pathlib
+import re
 import sys
+import warnings
 
 import hypothesis
 import numpy as np
@@ -74,7 +76,7 @@ _CLEAR_SESSION_KWARGS = (
 
 
 @pytest.fixture(autouse=True)
-def fresh_seeded_keras():
+def fresh_seeded_keras(request):
     """Each test starts from a clean Keras session with every random seed set to 0.
 
     Together with op determinism (enabled above), two runs of a test compute the same numbers.
@@ -84,6 +86,10 @@ def fresh_seeded_keras():
     """
     keras.backend.clear_session(**_CLEAR_SESSION_KWARGS)
     keras.utils.set_random_seed(0)
+    _CURRENT_TEST["nodeid"] = request.node.nodeid
+    _CURRENT_TEST["line"] = request.node.location[1] + 1
+    yield
+    _CURRENT_TEST["nodeid"] = None
 
 
 @pytest.fixture
@@ -168,9 +174,123 @@ def outcome_of(action, fragments=()):
     try:
         action()
     except Exception as error:  # noqa: BLE001 - the class of any error is the outcome.
+        saw_error(error)
         found = [fragment for fragment in fragments if fragment in str(error)]
         return f"{type(error).__name__}: {found[0]}" if found else type(error).__name__
     return "works"
+
+
+# --- Whole messages for docs/errors.md ------------------------------------------------------
+#
+# Outcomes name a stable fragment of an error ("ValueError: Cannot squeeze"), because the rest
+# of the text changes between releases. Users paste the whole text, so every error a test
+# caught (through `outcome_of` or `pytest.raises`) and every warning raised while a test ran is
+# kept too, as the stack printed it, with only what changes between runs masked.
+
+_CURRENT_TEST = {"nodeid": None, "line": None}
+_MESSAGES = {}
+
+_VOLATILE = [
+    # Memory addresses: "<... object at 0x7f3a...>".
+    (re.compile(r"0x[0-9a-fA-F]+"), "<address>"),
+    # Absolute paths (temporary directories, site-packages), not "dense/kernel" in a name.
+    (re.compile(r"(?<![\w.<>/-])~?(?:/[^\s'\"`,;:()\[\]{}<>|]+){2,}/?"), "<path>"),
+    # Names Keras generates with a session counter: dense_3, sequential_12, input_layer_1.
+    (re.compile(r"\b([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*)_\d+\b"), r"\1_<n>"),
+]
+# Longer texts are cut at a sentence end before this many characters.
+_MESSAGE_LIMIT = 600
+
+
+def mask_volatile(text):
+    """`text` with addresses, absolute paths and generated layer names replaced by placeholders."""
+    for pattern, placeholder in _VOLATILE:
+        text = pattern.sub(placeholder, text)
+    return text
+
+
+def whole_message(text):
+    """The message as a user pastes it: its first paragraph, lines joined, volatile parts masked.
+
+    Keras 3 wraps a layer's error in "Exception encountered when calling ...", so the
+    paragraph after that line is kept too.
+    """
+    paragraphs = [
+        " ".join(line.strip() for line in block.splitlines() if line.strip())
+        for block in re.split(r"\n\s*\n", str(text))
+    ]
+    paragraphs = [paragraph for paragraph in paragraphs if paragraph]
+    if not paragraphs:
+        return ""
+    message = paragraphs[0]
+    if message.startswith("Exception encountered when calling") and len(paragraphs) > 1:
+        message += " " + paragraphs[1]
+    message = mask_volatile(message)
+    if len(message) > _MESSAGE_LIMIT:
+        cut = message.rfind(". ", 0, _MESSAGE_LIMIT)
+        message = message[: cut + 1 if cut > 0 else _MESSAGE_LIMIT] + " ..."
+    return message
+
+
+def _saw(kind, type_name, text):
+    nodeid = _CURRENT_TEST["nodeid"]
+    message = whole_message(text)
+    if nodeid is None or not message:
+        return
+    key = (nodeid, kind, type_name, message)
+    _MESSAGES.setdefault(key, {"test": nodeid, "kind": kind, "type": type_name, "message": message})
+
+
+def saw_error(error):
+    """Keep the whole message of an error a test caught on purpose."""
+    _saw("error", type(error).__name__, error)
+
+
+class _RecordingRaises:
+    """`pytest.raises` as a context manager, keeping the message of what it caught."""
+
+    def __init__(self, context):
+        self._context = context
+
+    def __enter__(self):
+        self._excinfo = self._context.__enter__()
+        return self._excinfo
+
+    def __exit__(self, *exc_info):
+        suppressed = self._context.__exit__(*exc_info)
+        if suppressed and exc_info[1] is not None:
+            saw_error(exc_info[1])
+        return suppressed
+
+
+_pytest_raises = pytest.raises
+
+
+def _raises_and_records(expected_exception, *args, **kwargs):
+    if args:  # The old call form, pytest.raises(Error, function, *arguments).
+        excinfo = _pytest_raises(expected_exception, *args, **kwargs)
+        saw_error(excinfo.value)
+        return excinfo
+    return _RecordingRaises(_pytest_raises(expected_exception, **kwargs))
+
+
+# Every test's `pytest.raises(...)` goes through here (tests call it as `pytest.raises`).
+pytest.raises = _raises_and_records
+
+# Warnings: CPython builds a `warnings.WarningMessage` for every warning it shows or records
+# (pytest's own capture, `pytest.warns` and `catch_warnings(record=True)` alike), so a subclass
+# sees each warning a test met, whoever catches it. Filtered-out warnings never get here.
+_IGNORED_WARNING_SOURCES = ("hypothesis", "_pytest", "pluggy")
+
+
+class _RecordingWarningMessage(warnings.WarningMessage):
+    def __init__(self, message, category, filename, lineno, *args, **kwargs):
+        super().__init__(message, category, filename, lineno, *args, **kwargs)
+        if not any(part in str(filename) for part in _IGNORED_WARNING_SOURCES):
+            _saw("warning", getattr(category, "__name__", str(category)), message)
+
+
+warnings.WarningMessage = _RecordingWarningMessage
 
 
 # --- Observations for docs/behavior-matrix.md and docs/version-boundaries.md -----------------
@@ -185,13 +305,32 @@ def _recipe_of(request):
     return request.module.__name__.rpartition(".")[2].removeprefix("test_")
 
 
+def _message_behind(outcome):
+    """The whole message of the error this test caught that `outcome` names, if any."""
+    for item in reversed(list(_MESSAGES.values())):
+        if item["test"] != _CURRENT_TEST["nodeid"] or item["kind"] != "error":
+            continue
+        if f"{item['type']}: " in f"{outcome}: " or outcome == item["type"]:
+            return item["message"]
+    return None
+
+
 def _recorder(recipe):
     def record(behaviour, outcome):
         key = (recipe, behaviour)
         earlier = _OBSERVATIONS.get(key)
-        if earlier is not None and earlier != outcome:
-            raise AssertionError(f"{behaviour!r} observed as both {earlier!r} and {outcome!r}")
-        _OBSERVATIONS[key] = outcome
+        if earlier is not None and earlier["outcome"] != outcome:
+            raise AssertionError(
+                f"{behaviour!r} observed as both {earlier['outcome']!r} and {outcome!r}"
+            )
+        # The test that asserted it, for the recipe page's link, and the whole message behind
+        # an error outcome, for the error index. The outcome alone is what splits compare.
+        _OBSERVATIONS[key] = {
+            "outcome": outcome,
+            "test": _CURRENT_TEST["nodeid"],
+            "line": _CURRENT_TEST["line"],
+            "message": _message_behind(outcome),
+        }
 
     return record
 
@@ -233,9 +372,21 @@ def version_split(request):
     return check
 
 
+# The five pinned stacks (tox.ini). Tests marked `stack_independent` (the repository's rules,
+# the tools, numpy against numpy) cannot change with TensorFlow or Keras, so of the five they
+# run on REFERENCE_STACK alone; any other stack, yours included, runs them too.
+PINNED_STACKS = ("tf212", "tf215", "tf216", "tf221", "tf221-legacy")
+REFERENCE_STACK = "tf221"
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "version_split: the test asserts a behaviour that differs across releases"
+    )
+    config.addinivalue_line(
+        "markers",
+        f"stack_independent: runs on {REFERENCE_STACK} alone of the pinned stacks (no "
+        "TensorFlow or Keras behaviour in it)",
     )
 
 
@@ -243,6 +394,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "version_split" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.version_split)
+    if STACK in PINNED_STACKS and STACK != REFERENCE_STACK:
+        elsewhere = [item for item in items if item.get_closest_marker("stack_independent")]
+        if elsewhere:
+            config.hook.pytest_deselected(items=elsewhere)
+            items[:] = [item for item in items if item not in elsewhere]
 
 
 def _ran_whole_suite(session):
@@ -284,10 +440,14 @@ def pytest_sessionfinish(session, exitstatus):
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             observations = [
-                {"recipe": recipe, "behaviour": behaviour, "outcome": outcome}
-                for (recipe, behaviour), outcome in sorted(_OBSERVATIONS.items())
+                {"recipe": recipe, "behaviour": behaviour, **seen}
+                for (recipe, behaviour), seen in sorted(_OBSERVATIONS.items())
             ]
-            path.write_text(json.dumps(_stack_record(observations), indent=2) + "\n")
+            record = _stack_record(observations)
+            record["messages"] = sorted(
+                _MESSAGES.values(), key=lambda item: (item["test"], item["kind"], item["message"])
+            )
+            path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     # tools/boundaries.py: every split's observation, whatever the exit status.
     splits_path = os.environ.get("SPLITS_OUTPUT")
     if splits_path:

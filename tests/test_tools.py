@@ -13,7 +13,10 @@ import pytest
 
 import conftest
 from recipes import __main__ as recipes_main
-from tools import behavior_matrix, boundaries, test_summary
+from tools import behavior_matrix, boundaries, pages, test_summary
+
+# Nothing here depends on TensorFlow or Keras: the tools and conftest's bookkeeping run once.
+pytestmark = pytest.mark.stack_independent
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DIGEST = "0123456789abcdef"
@@ -365,3 +368,177 @@ def test_boundaries_join_a_stacks_tagged_runs(tmp_path, monkeypatch):
     [joined] = boundaries.load_results()
     assert sorted(item["behaviour"] for item in joined["observations"]) == ["a", "b"]
     assert (joined["exitstatus"], joined["tests"]["tests"], joined["tests"]["failed"]) == (1, 4, 1)
+
+
+# --- conftest.py: whole messages for the error index ----------------------------------------
+
+
+def test_whole_message_masks_paths_addresses_and_generated_layer_names():
+    message = conftest.whole_message(
+        "Invalid filepath extension for saving. Received: filepath=/tmp/pytest-of-root/p-3/m\n"
+        "with <Dense object at 0x7f3a2b> and layer dense_12 (kernel dense/kernel:0).\n\nMore."
+    )
+    assert message == (
+        "Invalid filepath extension for saving. Received: filepath=<path> with "
+        "<Dense object at <address>> and layer dense_<n> (kernel dense/kernel:0)."
+    )
+
+
+def test_whole_message_keeps_the_error_inside_keras_exception_encountered():
+    text = "Exception encountered when calling Reorg.call().\n\nCould not squeeze.\n\nArgs: x"
+    assert conftest.whole_message(text) == (
+        "Exception encountered when calling Reorg.call(). Could not squeeze."
+    )
+
+
+def test_whole_message_cuts_a_long_text_at_a_sentence_end():
+    message = conftest.whole_message("First sentence. " + "word " * 200)
+    assert message == "First sentence. ..."
+
+
+def this_tests_messages(request):
+    return [item for item in conftest._MESSAGES.values() if item["test"] == request.node.nodeid]
+
+
+def test_pytest_raises_and_outcome_of_keep_the_whole_message(request):
+    with pytest.raises(ValueError, match="first"):
+        raise ValueError("The first error, in /tmp/some/dir.")
+    conftest.outcome_of(lambda: {}["missing key"])
+    assert [(item["type"], item["message"]) for item in this_tests_messages(request)] == [
+        ("ValueError", "The first error, in <path>"),
+        ("KeyError", "'missing key'"),
+    ]
+
+
+def test_every_warning_raised_in_a_test_is_kept(request):
+    import warnings
+
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        warnings.warn("layer conv2d_3 is deprecated", UserWarning, stacklevel=1)
+    assert [(item["kind"], item["message"]) for item in this_tests_messages(request)] == [
+        ("warning", "layer conv2d_<n> is deprecated")
+    ]
+
+
+# --- tools/pages.py: the recipe pages and the error index ------------------------------------
+
+
+def observed_stacks():
+    """Five stacks that saw tensor_ops' squeeze fail on Keras 3 only, with its whole message."""
+    records = {}
+    for stack in behavior_matrix.STACKS:
+        keras_3 = stack in ("tf216", "tf221")
+        outcome = "ValueError: Cannot squeeze" if keras_3 else "works"
+        test = "tests/test_tensor_ops.py::test_squeeze"
+        records[stack] = {
+            **stack_record(stack, {}),
+            "tensorflow": "2.21.0" if keras_3 else "2.15.1",
+            "observations": [
+                {
+                    "recipe": "tensor_ops",
+                    "behaviour": "squeeze",
+                    "outcome": outcome,
+                    "test": test,
+                    "line": 12,
+                    "message": "Cannot squeeze axis 1." if keras_3 else None,
+                }
+            ],
+            "messages": [
+                {
+                    "test": test,
+                    "kind": "error",
+                    "type": "ValueError",
+                    "message": "Cannot squeeze axis 1.",
+                }
+            ]
+            if keras_3
+            else [],
+        }
+    return records
+
+
+def test_recipe_page_has_a_column_per_stack_the_test_link_and_the_whole_message(tmp_path):
+    boundary = {
+        "stacks": [
+            {"stack": "k3.0", "tensorflow": "2.16.2"},
+            {"stack": "k3.15", "tensorflow": "2.21.0"},
+        ],
+        "behaviours": [
+            {
+                "recipe": "tensor_ops",
+                "behaviour": "squeeze",
+                "observed": {"k3.0": "a", "k3.15": "b"},
+                "runs": [
+                    {"outcome": "works", "releases": "Keras 2.12.0", "stacks": []},
+                    {
+                        "outcome": "ValueError: Cannot squeeze",
+                        "releases": "Keras 3.0.5–3.15.1",
+                        "stacks": ["k3.0", "k3.15"],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "b.json").write_text(json.dumps(boundary))
+    written = pages.render_all(observed_stacks(), tmp_path / "b.json")
+    page = written["docs/recipes/tensor_ops.md"]
+    header = next(line for line in page.splitlines() if line.startswith("| behaviour |"))
+    assert [stack for stack in behavior_matrix.STACKS if f"| {stack}<br>" in header] == list(
+        behavior_matrix.STACKS
+    )
+    row = next(line for line in page.splitlines() if line.startswith("| squeeze |"))
+    assert "`ValueError: Cannot squeeze`: Keras 3.0.5–3.15.1 (TF 2.16.2–2.21.0)" in row
+    assert "[test_squeeze](../../tests/test_tensor_ops.py#L12)" in row
+    assert "```\nValueError: Cannot squeeze axis 1.\n```" in page
+    errors = written["docs/errors.md"]
+    assert "```\nValueError: Cannot squeeze axis 1.\n```" in errors
+    assert (
+        "- [tensor_ops](recipes/tensor_ops.md#what-the-tests-saw): squeeze — tf216, tf221; "
+        "`ValueError: Cannot squeeze`: Keras 3.0.5–3.15.1 (TF 2.16.2–2.21.0)"
+    ) in errors
+
+
+def test_check_names_a_stale_page_and_a_page_without_a_recipe(tmp_path):
+    (tmp_path / "docs" / "recipes").mkdir(parents=True)
+    (tmp_path / "docs" / "recipes" / "a.md").write_text("old")
+    (tmp_path / "docs" / "recipes" / "gone.md").write_text("x")
+    fresh = {"docs/recipes/a.md": "new", "docs/errors.md": "e"}
+    assert pages.stale_pages(fresh, tmp_path) == [
+        "docs/recipes/a.md",
+        "docs/errors.md",
+        "docs/recipes/gone.md",
+    ]
+    pages.write_pages(fresh, tmp_path)
+    assert pages.stale_pages(fresh, tmp_path) == []
+
+
+def test_committed_boundaries_merge_back_to_themselves():
+    """--update starts from the committed page's data and loses nothing of it."""
+    committed = json.loads(boundaries.DATA.read_text())
+    assert boundaries.merge(boundaries.committed_results()) == committed
+
+
+def test_update_replaces_only_the_rerun_recipes_behaviours_on_the_rerun_stack():
+    def record(stack, items, tests=None):
+        observations = [
+            {"recipe": recipe, "behaviour": behaviour, "observed": seen, "known": {}}
+            for recipe, behaviour, seen in items
+        ]
+        return {
+            "stack": stack,
+            "tensorflow": "2.x",
+            "keras": "3.0.5",
+            "exitstatus": 0,
+            "tests": tests,
+            "observations": observations,
+        }
+
+    committed = [record("k3.0", [("a", "old", "x"), ("b", "kept", "y")], {"tests": 9})]
+    rerun = [record("k3.0", [("a", "new", "z")], {"tests": 2, "failed": 0, "skipped": 0})]
+    [merged] = boundaries.overlay(committed, rerun)
+    assert [(item["recipe"], item["behaviour"]) for item in merged["observations"]] == [
+        ("b", "kept"),
+        ("a", "new"),
+    ]
+    assert merged["tests"] == {"tests": 9} and merged["rerun"]["tests"] == 2

@@ -164,9 +164,14 @@ def main(argv=None):
         "the page goes to build/ unless --output is given",
     )
     arguments = parser.parse_args(argv)
+    # The recipe pages and the error index are written from the same observations.
+    sys.path.insert(0, str(ROOT))
+    from tools import pages as recipe_pages
+
     try:
         records = load_observations(arguments.observations, STACKS + arguments.extra)
         page = render(records)
+        pages = {} if arguments.extra else recipe_pages.render_all(records)
     except ValueError as error:
         print(f"behavior_matrix: {error}", file=sys.stderr)
         return 1
@@ -176,9 +181,18 @@ def main(argv=None):
     if not arguments.check:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(page)
-        print(f"wrote {output}")
+        recipe_pages.write_pages(pages)
+        print(f"wrote {output} and {len(pages)} pages (docs/recipes/, docs/errors.md)")
         return 0
     status = 0
+    stale = recipe_pages.stale_pages(pages)
+    if stale:
+        print(
+            "behavior_matrix: these pages differ from what the tests observed (run tox -e "
+            "matrix):\n  " + "\n  ".join(stale),
+            file=sys.stderr,
+        )
+        status = 1
     missing = unbounded_splits(records)
     if missing:
         listed = "\n  ".join(f"{recipe}: {behaviour}" for recipe, behaviour in missing)

@@ -16,6 +16,9 @@ of TensorFlow wheels) and is done on demand, not by CI:
     tox -e boundaries -- --stacks k3.10,k3.11   some stacks
     tox -e boundaries -- --all-tests            the whole suite on each stack
     tox -e boundaries -- --merge-only           rewrite the pages from build/boundaries/
+    tox -e boundaries -- --update --paths tests/test_x.py
+                                                rerun one file's splits everywhere and keep
+                                                every other behaviour as committed
 
 `python tools/boundaries.py install` installs the stack named by STACK_TENSORFLOW,
 STACK_KERAS and STACK_TF_KERAS into the running interpreter (tox -e stack uses it).
@@ -183,6 +186,7 @@ def merge(records):
     stacks = [
         {key: record[key] for key in ("stack", "tensorflow", "keras", "exitstatus")}
         | {"tests": record.get("tests")}
+        | ({"rerun": record["rerun"]} if record.get("rerun") else {})
         for record in records
     ]
     behaviours = {}
@@ -245,6 +249,9 @@ def render(data):
         result = "passed" if stack["exitstatus"] == 0 else f"failed (exit {stack['exitstatus']})"
         if counts:
             result += f": {counts['tests']} tests, {counts['failed']} failed"
+        if stack.get("rerun"):
+            rerun = stack["rerun"]
+            result += f"; rerun: {rerun['tests']} tests, {rerun['failed']} failed"
         lines.append(f"| {stack['stack']} | {stack['tensorflow']} | {stack['keras']} | {result} |")
     lines += ["", "## Behaviours", "", "| recipe | behaviour | outcome: releases |"]
     lines.append("|---|---|---|")
@@ -255,6 +262,49 @@ def render(data):
         link = f"[{item['recipe']}](../recipes/{item['recipe']}.py)"
         lines.append(f"| {link} | {escape(item['behaviour'])} | {runs} |")
     return "\n".join(lines) + "\n"
+
+
+def committed_results(data_path=DATA):
+    """The committed docs/version-boundaries.json as one record per stack, as a sweep left it.
+
+    `--update` starts from these, so a rerun of some test files on a fresh machine (where
+    build/boundaries/ is empty) replaces those files' behaviours and keeps every other one.
+    """
+    data = json.loads(pathlib.Path(data_path).read_text())
+    records = []
+    for stack in data["stacks"]:
+        observations = [
+            {
+                "recipe": item["recipe"],
+                "behaviour": item["behaviour"],
+                "observed": item["observed"][stack["stack"]],
+                "known": item["known"],
+            }
+            for item in data["behaviours"]
+            if stack["stack"] in item["observed"]
+        ]
+        records.append({**stack, "observations": observations})
+    return records
+
+
+def overlay(committed, rerun):
+    """`committed` records with each rerun stack's recipes replaced by what the rerun saw.
+
+    A rerun covers whole test files, so every behaviour of a recipe it ran is replaced (a
+    renamed or removed behaviour disappears). Its test counts are added as `rerun`.
+    """
+    by_stack = {record["stack"]: record for record in committed}
+    for record in rerun:
+        base = by_stack.setdefault(record["stack"], {**record, "observations": []})
+        recipes = {item["recipe"] for item in record["observations"]}
+        kept = [item for item in base["observations"] if item["recipe"] not in recipes]
+        by_stack[record["stack"]] = {
+            **base,
+            "observations": kept + record["observations"],
+            "exitstatus": max(base.get("exitstatus", 0), record["exitstatus"]),
+            "rerun": record.get("tests"),
+        }
+    return list(by_stack.values())
 
 
 def load_results():
@@ -285,6 +335,12 @@ def main(argv=None):
     )
     parser.add_argument("--jobs", type=int, default=2, help="stacks set up and run at once")
     parser.add_argument("--tag", default="", help="keep this run's results beside the others")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="start from the committed docs/version-boundaries.json and replace only the "
+        "recipes this run's test files cover (for a rerun of some files)",
+    )
     arguments = parser.parse_args(argv)
     if arguments.action == "install":
         requirements = stack_requirements(
@@ -309,7 +365,10 @@ def main(argv=None):
                     names,
                 )
             )
-    data = merge(load_results())
+    results = load_results()
+    if arguments.update:
+        results = overlay(committed_results(), results)
+    data = merge(results)
     DATA.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     PAGE.write_text(render(data))
     print(f"wrote {PAGE} and {DATA}: {len(data['stacks'])} stacks")
