@@ -1,5 +1,11 @@
 """Title: Freeze layers by name, nested ones included, and make the freeze take effect.
 
+In short:
+    frozen = freeze_all_but(model, "classify")  # every layer, nested ones too, by its path
+    model.compile(optimizer="adam", loss="mse")  # compile after every change of trainable
+    print(trainable_counts(model))  # trainable weights and parameters, before and after
+    # In a tape loop read model.trainable_weights at every step, in a tf.function made anew.
+
 Problem: Fine-tuning freezes most of a model and trains a few layers, as the notes do with
 `for layer in model.layers: if 'classify' in layer.name: continue; layer.trainable = False`.
 Three things go wrong quietly. `model.layers` lists only the top-level layers of a subclassed
@@ -26,7 +32,8 @@ Pitfalls:
       attributes: `self.dense`, not `self._dense`).
     - Setting `trainable = False` on a layer of a model that has already trained is ignored by the
       next `fit` on every stack: the "frozen" layer keeps training until `compile()` is
-      called again, after which it stays unchanged.
+      called again, after which it stays unchanged. No stack warns about it: Keras 3.15's
+      check for a changed `trainable` sits after a `raise` and never runs.
     - A tape loop that read `model.trainable_weights` once, before the freeze, keeps updating
       the frozen layer; reading it at every step leaves the frozen layer unchanged. A
       `tf.function` of that step traced before the freeze still updates the frozen layer; a
@@ -38,10 +45,20 @@ Versions:
     - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): setting `trainable = False` after
       `compile()` but before the first `fit`, without compiling again, is ignored: `fit`
       and `train_on_batch` still update the layer. Keras 3.0 and later: the layer is frozen.
+    - After a `fit`, `trainable = False` without compiling again: the next `train_on_batch`
+      still updates the layer on Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21); on Keras 3.0
+      and later it leaves it unchanged (Keras 3 traces the step anew for a batch instead of
+      fit's iterator, and the new trace sees the freeze), while the next `fit` still trains it.
 
 Sources: Keras guide "Transfer learning & fine-tuning" (keras.io/guides/transfer_learning,
     "the trainable attribute" and "recompile after changing trainable"); TensorFlow API docs
     "tf.keras.layers.Layer" (trainable, trainable_weights).
+
+See also:
+    - freeze_batchnorm: BatchNormalization needs its own freeze
+    - branch_finetune: train a new branch on a frozen trunk
+    - gan_trainable_toggle: trainable toggled between two compiled models
+    - per_layer_learning_rates: slow layers down instead of freezing them
 
 Run: python -m recipes.freeze_layers
 """

@@ -221,6 +221,38 @@ def test_freezing_after_compile_before_the_first_fit_is_ignored_on_keras_2(versi
     )
 
 
+def test_after_fit_a_freeze_reaches_train_on_batch_on_keras_3_only_and_nothing_warns(
+    version_split,
+):
+    """Keras 3 traces the train step once per kind of input (fit's iterator, train_on_batch's
+    batch), so the first train_on_batch after a fit traces anew and sees the freeze; Keras 2
+    reuses fit's trace. Keras 3.15's `_warn_if_trainable_state_changed` sits after a `raise`
+    in `_assert_compile_called`, so no release warns; a release that does is a new outcome."""
+    import warnings
+
+    model = compiled(functional_model())
+    trunk = model.get_layer("trunk")
+    assert changes_during_fit(model, trunk)
+    trunk.trainable = False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        changed = changes_during_fit(model, trunk, lambda: model.train_on_batch(FEATURES, TARGETS))
+        assert changes_during_fit(model, trunk), "the next fit still trains it"
+    version_split(
+        "trainable=False after fit, no recompile: the next train_on_batch",
+        "still updated" if changed else "frozen",
+        {"keras<3": "still updated", "keras>=3": "frozen"},
+    )
+    about_trainable = [
+        f"{type(w.message).__name__}: {w.message}" for w in caught if "trainable" in str(w.message)
+    ]
+    version_split(
+        "a warning that trainable changed after compile()",
+        "; ".join(about_trainable) or "none",
+        {"keras>=2": "none"},
+    )
+
+
 # --- Custom loops ---------------------------------------------------------------------------
 
 
