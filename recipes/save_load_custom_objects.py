@@ -1,5 +1,16 @@
 """Title: Save and load models with custom layers and losses, in every format, on every Keras.
 
+In short:
+    @keras.utils.register_keras_serializable(package="my_project")
+    class Scale(keras.layers.Layer):
+        ...  # __init__(self, initial=1.0, **kwargs), build, call
+        def get_config(self):  # every constructor argument, as plain values
+            return {**super().get_config(), "initial": self.initial}
+    model.save("model.keras")  # resumes training exactly; a legacy .h5 does not on Keras 3
+    with keras.utils.custom_object_scope({"Scale": Scale}):  # honoured for .h5 too
+        model = keras.models.load_model("model.keras")
+    # load_model_with_custom_objects(path) adds fixes that load Keras 2 .h5 files on Keras 3.
+
 Problem: A model with a custom layer and a custom loss saves without complaint and then
 fails to load, or loads on one Keras and not the next: Keras 3.0 to 3.2 ignore
 `custom_objects` for a legacy `.h5`, and files written by Keras 2 meet a stricter Keras 3.
@@ -74,9 +85,20 @@ Versions:
       predicts like the model. Keras 2 `load_model` loads that directory; Keras 3 raises
       ValueError "File format not supported" and reloads it as
       `keras.layers.TFSMLayer(directory, call_endpoint="serve")`, which Keras 2 lacks.
+    - A model holding a `TFSMLayer`, saved to `.keras` and loaded with default arguments:
+      Keras 3.0 to 3.12.0 and 3.13.0 to 3.13.1 load it; Keras 3.12.1 to 3.12.x and 3.13.2
+      and later raise ValueError "Requested the deserialization of a `TFSMLayer`, which
+      loads an external SavedModel ..." (CVE-2026-1462); `safe_mode=False` loads it, with
+      the same outputs, on every Keras 3. Pass it only for a SavedModel you trust.
 
 Sources: Keras guide "Save, serialize, and export models"; keras-team/keras#19151;
 keras-team/keras#20750; tensorflow/tensorflow#65395.
+
+See also:
+    - custom_layer_config: a get_config that saves and loads
+    - wing_loss: a custom loss that saves and loads
+    - space_to_depth_reorg: a custom layer loaded without custom_objects
+    - save_paths: the file names each stack accepts
 
 Run: python -m recipes.save_load_custom_objects
 """

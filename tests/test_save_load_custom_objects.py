@@ -414,6 +414,31 @@ def test_model_export_after_predict_writes_a_savedmodel_serving_the_same_predict
         "works" if has_tfsm_layer else "absent",
         {"keras<3": "absent", "keras>=3": "works"},
     )
+    # A model that holds a TFSMLayer, saved to .keras and loaded back: from Keras 3.12.1
+    # (and again from 3.13.2: 3.13.0 and 3.13.1 lack the fix) safe_mode refuses it, since
+    # the layer loads an external SavedModel (CVE-2026-1462); safe_mode=False loads it.
+    by_default = "absent"
+    if has_tfsm_layer:
+        outer = keras.Sequential([keras.Input((3,)), layer])
+        outer.save(tmp_path / "outer.keras")
+        by_default = outcome_of(
+            lambda: keras.models.load_model(tmp_path / "outer.keras"),
+            ["Requested the deserialization of a `TFSMLayer`"],
+        )
+        unsafe = keras.models.load_model(tmp_path / "outer.keras", safe_mode=False)
+        np.testing.assert_array_equal(np.asarray(unsafe(X)), np.asarray(outer(X)))
+    refused = "ValueError: Requested the deserialization of a `TFSMLayer`"
+    version_split(
+        "load_model(.keras holding a TFSMLayer), default safe_mode",
+        by_default,
+        {
+            "keras<3": "absent",
+            "keras>=3,<3.12.1": "works",
+            "keras>=3.12.1,<3.13": refused,
+            "keras>=3.13,<3.13.2": "works",
+            "keras>=3.13.2": refused,
+        },
+    )
 
 
 def test_tf_saved_model_save_writes_a_savedmodel_everywhere(tmp_path, observe):
