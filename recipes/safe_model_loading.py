@@ -1,5 +1,11 @@
 """Title: Audit a Keras model file before loading it: loading can run code.
 
+In short:
+    for finding in audit_model_file("downloaded.keras"):  # or .h5: reads JSON, runs nothing
+        print(finding.kind, finding.where, finding.detail)  # lambda-bytecode, foreign-class, ...
+    model = load_model_if_clean("downloaded.keras")  # ValueError listing any findings
+    # Never pass safe_mode=False for a file you did not make.
+
 Problem: A model file is code as much as data. A `Lambda` layer stores its Python function
 as marshalled bytecode, and `keras.models.load_model` rebuilds and runs it; a config can
 also name any class or function in any importable module (`os.system`). Whether Keras
@@ -45,7 +51,12 @@ Versions:
     - A `Lambda` in a legacy `.h5`, default arguments: every Keras 2 (2.12 to 2.15,
       tf-keras) and Keras 3.0 to 3.11.2 load it and run the lambda; Keras
       3.11.3 and later raise ValueError naming `safe_mode=False` (the fix for
-      CVE-2025-9905, keras-team/keras#21602).
+      CVE-2025-9905, keras-team/keras#21602). Passing `safe_mode=True` yourself changes
+      nothing: Keras 2 and tf-keras (2.21 included, keras-team/tf-keras#910) still load and
+      run it.
+    - `keras.layers.Lambda.from_config(config)` of a Python lambda, outside `load_model`:
+      Keras 2 and Keras 3.0 to 3.14 rebuild it; Keras 3.15 and later raise ValueError
+      naming `safe_mode=False` (keras-team/keras#23048).
 
 Sources: Keras guide "Save, serialize, and export models" (safe_mode); Keras API docs
     "keras.saving.load_model" and "Lambda layer" (its warning about bytecode);
@@ -54,6 +65,10 @@ Sources: Keras guide "Save, serialize, and export models" (safe_mode); Keras API
     (Keras 3.11.3 passes safe_mode to the `.h5` loader); CVE-2025-9906 (a `Lambda`
     calling Keras' own functions to switch safe_mode off);
     the h5py docs "Attributes".
+
+See also:
+    - save_load_custom_objects: register custom classes so they load
+    - custom_layer_config: a layer with get_config instead of a Lambda
 
 Run: python -m recipes.safe_model_loading
 """

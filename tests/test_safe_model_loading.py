@@ -83,6 +83,38 @@ def test_a_lambda_in_a_legacy_h5_loads_and_runs_until_keras_3_11_3(tmp_path, ver
     )
 
 
+def test_safe_mode_true_does_not_stop_a_legacy_h5_lambda_on_keras_2(tmp_path, version_split):
+    """Passing safe_mode=True yourself changes nothing on Keras 2 and tf-keras 2.21
+    (keras-team/tf-keras#910, open): its legacy .h5 loader never reads the argument."""
+    path = save_quietly(lambda_model(), tmp_path / "lambda.h5")
+
+    def load_safely():
+        loaded = keras.models.load_model(path, safe_mode=True)
+        output = loaded.predict(np.ones((1, 3), "float32"), verbose=0)
+        np.testing.assert_array_equal(output, np.full((1, 3), 3.0))
+
+    version_split(
+        "`load_model(legacy .h5 holding a Lambda, safe_mode=True)`",
+        outcome_of(load_safely, fragments=[SAFE_MODE_FRAGMENT]),
+        {"keras<3.11.3": "works", "keras>=3.11.3": f"ValueError: {SAFE_MODE_FRAGMENT}"},
+    )
+
+
+def test_lambda_from_config_refuses_bytecode_outside_load_model_from_keras_3_15(version_split):
+    """keras-team/keras#23048: from 3.15, `Lambda.from_config` fails closed on its own."""
+    config = keras.layers.Lambda(lambda t: t * 2.0).get_config()
+
+    def rebuild_and_run():
+        rebuilt = keras.layers.Lambda.from_config(config)
+        np.testing.assert_array_equal(np.asarray(rebuilt(np.ones((1, 1), "float32"))), [[2.0]])
+
+    version_split(
+        "`Lambda.from_config(config)` of a Python lambda, outside load_model",
+        outcome_of(rebuild_and_run, fragments=[SAFE_MODE_FRAGMENT]),
+        {"keras<3.15": "works", "keras>=3.15": f"ValueError: {SAFE_MODE_FRAGMENT}"},
+    )
+
+
 @pytest.mark.parametrize("extension", ["keras", "h5"])
 def test_load_model_if_clean_refuses_a_lambda_on_every_stack(extension, tmp_path, observe):
     path = save_quietly(lambda_model(), tmp_path / f"lambda.{extension}")
