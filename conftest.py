@@ -232,17 +232,35 @@ def whole_message(text):
     return message
 
 
+# What users paste comes from Keras, TensorFlow and the libraries below them. This
+# repository's own messages are left out: the recipes' argument checks (a ValueError naming the
+# argument, hundreds of them under hypothesis) and what the tests raise or warn themselves.
+_OWN_CODE = tuple(
+    str(pathlib.Path(__file__).resolve().parent / folder) for folder in ("recipes", "tests")
+) + (str(pathlib.Path(__file__).resolve()),)
+_NOT_MESSAGES = ("AssertionError", "SystemExit", "KeyboardInterrupt")
+
+
+def _is_own_code(filename):
+    return str(pathlib.Path(str(filename)).resolve()).startswith(_OWN_CODE)
+
+
 def _saw(kind, type_name, text):
     nodeid = _CURRENT_TEST["nodeid"]
     message = whole_message(text)
-    if nodeid is None or not message:
+    if nodeid is None or not message or type_name in _NOT_MESSAGES:
         return
     key = (nodeid, kind, type_name, message)
     _MESSAGES.setdefault(key, {"test": nodeid, "kind": kind, "type": type_name, "message": message})
 
 
 def saw_error(error):
-    """Keep the whole message of an error a test caught on purpose."""
+    """Keep the whole message of an error a test caught on purpose, unless our code raised it."""
+    traceback = error.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    if traceback is not None and _is_own_code(traceback.tb_frame.f_code.co_filename):
+        return
     _saw("error", type(error).__name__, error)
 
 
@@ -286,7 +304,8 @@ _IGNORED_WARNING_SOURCES = ("hypothesis", "_pytest", "pluggy")
 class _RecordingWarningMessage(warnings.WarningMessage):
     def __init__(self, message, category, filename, lineno, *args, **kwargs):
         super().__init__(message, category, filename, lineno, *args, **kwargs)
-        if not any(part in str(filename) for part in _IGNORED_WARNING_SOURCES):
+        ignored = any(part in str(filename) for part in _IGNORED_WARNING_SOURCES)
+        if not ignored and not _is_own_code(filename):
             _saw("warning", getattr(category, "__name__", str(category)), message)
 
 

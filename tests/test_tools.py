@@ -400,13 +400,24 @@ def this_tests_messages(request):
     return [item for item in conftest._MESSAGES.values() if item["test"] == request.node.nodeid]
 
 
-def test_pytest_raises_and_outcome_of_keep_the_whole_message(request):
-    with pytest.raises(ValueError, match="first"):
-        raise ValueError("The first error, in /tmp/some/dir.")
-    conftest.outcome_of(lambda: {}["missing key"])
+def test_pytest_raises_and_outcome_of_keep_the_whole_message_of_library_errors(request):
+    with pytest.raises(json.JSONDecodeError, match="Expecting property name"):
+        json.loads("{'single': 'quotes'")
+    conftest.outcome_of(lambda: pathlib.PurePosixPath("/tmp/a/b").relative_to("/srv/c/d"))
+    # Our own raises (a recipe's argument check, a test's assert) are not kept.
+    with pytest.raises(ValueError, match="ours"):
+        raise ValueError("ours")
+    conftest.outcome_of(lambda: conftest.in_range("numpy>=2"))  # conftest's own ValueError
     assert [(item["type"], item["message"]) for item in this_tests_messages(request)] == [
-        ("ValueError", "The first error, in <path>"),
-        ("KeyError", "'missing key'"),
+        (
+            "JSONDecodeError",
+            "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        ),
+        (
+            "ValueError",
+            "'<path>' is not in the subpath of '<path>' OR one path is relative and the other "
+            "is absolute.",
+        ),
     ]
 
 
@@ -415,7 +426,9 @@ def test_every_warning_raised_in_a_test_is_kept(request):
 
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        warnings.warn("layer conv2d_3 is deprecated", UserWarning, stacklevel=1)
+        # As if Keras warned (a warning from this repository's own code is not kept).
+        warnings.warn_explicit("layer conv2d_3 is deprecated", UserWarning, "keras/x.py", 1)
+        warnings.warn("a test's own warning", UserWarning, stacklevel=1)
     assert [(item["kind"], item["message"]) for item in this_tests_messages(request)] == [
         ("warning", "layer conv2d_<n> is deprecated")
     ]
