@@ -501,14 +501,14 @@ def test_recipe_page_has_a_column_per_stack_the_test_link_and_the_whole_message(
         behavior_matrix.STACKS
     )
     row = next(line for line in page.splitlines() if line.startswith("| squeeze |"))
-    assert "`ValueError: Cannot squeeze`: Keras 3.0.5–3.15.1 (TF 2.16.2–2.21.0)" in row
+    assert "ValueError: Cannot squeeze → Keras 3.0.5–3.15.1 (TF 2.16.2–2.21.0)" in row
     assert "[test_squeeze](../../tests/test_tensor_ops.py#L12)" in row
     assert "```\nValueError: Cannot squeeze axis 1.\n```" in page
     errors = written["docs/errors.md"]
     assert "```\nValueError: Cannot squeeze axis 1.\n```" in errors
     assert (
         "- [tensor_ops](recipes/tensor_ops.md#what-the-tests-saw): squeeze — tf216, tf221; "
-        "`ValueError: Cannot squeeze`: Keras 3.0.5–3.15.1 (TF 2.16.2–2.21.0)"
+        "ValueError: Cannot squeeze → Keras 3.0.5–3.15.1 (TF 2.16.2–2.21.0)"
     ) in errors
 
 

@@ -53,11 +53,18 @@ def recipe_of_test(nodeid):
     return pathlib.PurePosixPath(nodeid.split("::")[0]).stem.removeprefix("test_")
 
 
-def collect_messages(records):
-    """Distinct messages: {(kind, type, message): {"stacks": [...], "tests": [...]}}."""
+def collect_messages(records, recipes=None):
+    """Distinct messages: {(kind, type, message): {"stacks": [...], "tests": [...]}}.
+
+    Only the tests of a recipe count: the repository's own tests (test_tools.py and the like)
+    provoke messages to test the bookkeeping, not to show a user anything.
+    """
+    recipes = set(recipe_names() if recipes is None else recipes)
     messages = {}
     for stack, record in records.items():
         for item in record.get("messages", []):
+            if recipe_of_test(item["test"]) not in recipes:
+                continue
             entry = messages.setdefault(
                 (item["kind"], item["type"], item["message"]), {"stacks": [], "tests": []}
             )
@@ -108,11 +115,11 @@ def _version_key(text):
 
 
 def release_ranges(entry, tensorflow_of, naming=""):
-    """ "`works`: Keras 3.3.3–3.15.1 (TF 2.16.2–2.21.0)" per run of the sweep whose outcome
-    contains `naming` (every run by default)."""
+    """ "works → Keras 3.3.3–3.15.1 (TF 2.16.2–2.21.0)" per run of the sweep whose outcome
+    contains `naming` (every run by default). Outcomes can hold backticks, so none are added."""
     runs = [run for run in entry["runs"] if naming in run["outcome"]]
     return [
-        f"`{run['outcome']}`: {run['releases']}{tf_span(run['stacks'], tensorflow_of)}"
+        f"{run['outcome']} → {run['releases']}{tf_span(run['stacks'], tensorflow_of)}"
         for run in runs
     ]
 
@@ -269,7 +276,7 @@ def render_errors(records, boundaries, tensorflow_of, messages):
                 ranges = ""
                 if boundary:
                     matching = release_ranges(boundary, tensorflow_of, message_type)
-                    ranges = "; " + "; ".join(matching) if matching else ""
+                    ranges = "; " + "; ".join(map(escape_cell, matching)) if matching else ""
                 lines.append(
                     f"- [{recipe}](recipes/{recipe}.md#{anchor('What the tests saw')}): "
                     f"{escape_cell(behaviour)} — {', '.join(entry['stacks'])}{ranges}"
