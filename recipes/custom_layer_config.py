@@ -1,5 +1,15 @@
 """Title: A PyTorch-compatible AvgPool2d layer with a config that saves and loads.
 
+In short:
+    pool = AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+    # In your own layer, get_config returns plain constructor values, never a layer object:
+    def get_config(self):
+        config = super().get_config()
+        config.update({"kernel_size": self.kernel_size, "stride": self.stride})
+        return config
+    with keras.utils.custom_object_scope({"AvgPool2d": AvgPool2d}):
+        model = keras.models.load_model("model.keras")  # .keras or legacy .h5
+
 Problem: Porting a PyTorch network means `nn.AvgPool2d(kernel_size, stride, padding,
 ceil_mode, count_include_pad)`, which `keras.layers.AveragePooling2D` cannot express: it
 has no explicit zero padding, no ceil mode and no choice of divisor. The field notes'
@@ -32,7 +42,8 @@ Pitfalls:
       config records the `__init__` arguments.
     - With a non-serializable `__init__` argument (a numpy array) that automatic config is
       empty: `get_config()` and `model.save` raise NotImplementedError "non-serializable
-      argument values" on every stack, in both formats.
+      argument values" on every stack, in both formats (on Keras 3.11.2 and 3.11.3 a
+      ValueError instead, see Versions).
     - In ceil mode the divisor of the overhanging last window counts only input and
       explicit padding, never the overhang, even with count_include_pad=True; and a last
       window that would start in the right padding is dropped.
@@ -46,14 +57,28 @@ Versions:
       is not JSON serializable"; 3.11.3 and later raise TypeError "Unrecognized keyword
       arguments passed to NotesAvgPool" (the release that reworked legacy `.h5` loading,
       keras-team/keras#21602).
+    - A numpy array `__init__` argument and no `get_config`, on Keras 3.11.2 and 3.11.3:
+      `get_config()` and `model.save` (`.keras` and `.h5`) raise, instead of the
+      NotImplementedError that says to override `get_config()`,
+          ValueError: Invalid format specifier ' self.arg1,
+                              "arg2": self.arg2,
+                          ' for object of type 'str'
+      (Keras builds its advice in an f-string whose example code holds a dict literal).
+      Keras 2, 3.0 to 3.11.1 and 3.12 and later raise the NotImplementedError.
 
 Sources: PyTorch docs "torch.nn.AvgPool2d" (output size, ceil_mode, count_include_pad);
     PyTorch `aten/src/ATen/native/Pool.h` `pooling_output_shape` (the last window must
     start inside the input or its left padding) and `pool2d_shape_check` ("pad should be
     at most half of effective kernel size"); Keras guide "Save, serialize, and export
     models" (get_config, from_config, custom_objects); `keras.layers.Layer.get_config`
-    source (automatic config from `__init__` arguments); keras-team/keras#21602 (Keras
-    3.11.3's legacy `.h5` loading).
+    source (automatic config from `__init__` arguments) and `keras/src/ops/operation.py`
+    in Keras 3.11.2 to 3.12.0 (the advice's f-string, then its fix); keras-team/keras#21602
+    (Keras 3.11.3's legacy `.h5` loading).
+
+See also:
+    - save_load_custom_objects: custom layers and losses in every file format
+    - port_pytorch_weights: the rest of a PyTorch port (kernels, padding, BatchNorm)
+    - space_to_depth_reorg: another custom layer whose config saves cleanly
 
 Run: python -m recipes.custom_layer_config
 """

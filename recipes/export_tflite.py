@@ -1,5 +1,15 @@
 """Title: Export a model with custom layers to SavedModel and TFLite (float32, float16, int8).
 
+In short:
+    model.export("exported")  # every stack; then from_saved_model, the route that converts right
+    converter = tf.lite.TFLiteConverter.from_saved_model("exported")
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # omit both lines for float32
+    converter.target_spec.supported_types = [tf.float16]  # float16 weights
+    tflite_model = converter.convert()
+    # Keras 3: from_keras_model, tf.saved_model.save can abort ("LLVM ERROR") or give wrong outputs.
+    int8_model = convert_to_tflite(model, "int8", representative_data=x_train[:100])
+    outputs = run_tflite(int8_model, x)  # compare with model(x) before shipping
+
 Problem: A detector rebuilt as Keras layers (yolov5's `models/tf.py` on its tf-android
 branch) has to reach a phone: a SavedModel for serving, then a TFLite file in float32,
 float16 and int8. The custom layers (a space-to-depth Reorg, a PyTorch-style average pool,
@@ -31,18 +41,22 @@ Pitfalls:
       `AvgPool2d` runs the `serving_default` signature of both SavedModels
       (`tf.saved_model.save` and `model.export`), equal to Keras within 1e-6, on every
       stack; the loaded object is a plain TensorFlow trackable, not a Keras layer.
-    - A converter route can abort the whole Python process ("LLVM ERROR: Failed to infer
-      result type(s)", no exception to catch): try an unproven route in a child process.
+    - A converter route can abort the whole Python process: it dies of SIGABRT after
+      printing "LLVM ERROR: Failed to infer result type(s)." on stderr, with no exception
+      to catch. Try an unproven route in a child process.
     - Two routes convert without error and still fail at run time on Keras 3 (see Versions):
       the weights stay resource variables (READ_VARIABLE ops) that nothing initializes, so
       invoking raises or, worse, returns wrong numbers. `model.export` then
       `from_saved_model` matches Keras within 1e-5 on every stack.
-    - Measured on all five stacks: float32 error 2.1e-7, float16 4.5e-5, int8 1.8e-3; the
-      error grows in that order. int8 keeps float32 inputs and outputs (quantize and
-      dequantize inside) and holds int8 weights, float16 holds float16 weights.
-    - Quantization shrinks the file: float16 to 0.5x-0.6x and int8 to 0.25x-0.45x of
-      float32 (about 0.55x and 0.40x here, 48 KB for float32); the flatbuffer's fixed part
-      keeps the ratios above 0.5x and 0.25x.
+    - The error grows from float32 to float16 to int8. Measured on every release line
+      from Keras 2.12 to 3.15: float32 2.1e-7 (1.6e-7 on TensorFlow 2.20), float16 4.5e-5,
+      int8 1.8e-3; the tests assert each below its bound (step 5) and within a factor of 3
+      of these values. int8 keeps float32 inputs and outputs (quantize and dequantize
+      inside) and holds int8 weights, float16 holds float16 weights.
+    - Quantization shrinks this model's file (47 to 49 KB in float32): float16 to
+      0.54x-0.56x and int8 to 0.39x-0.41x (0.545-0.557 and 0.399-0.406 measured on every
+      release line from Keras 2.12 to 3.15). The weights shrink 2x and 4x; the
+      flatbuffer's fixed part keeps the ratios above 0.5x and 0.25x.
     - Bad input (an unknown quantization, route or interpreter, a representative dataset of
       the wrong shape, none for int8, or one for float32/float16) is a ValueError naming the
       argument and value, raised before the converter runs.
@@ -51,9 +65,13 @@ Versions:
     - Keras 2 (2.12, 2.15, tf-keras 2.21): `from_keras_model`, `tf.saved_model.save` or
       `model.export` then `from_saved_model`, and `from_concrete_functions` all convert and
       match Keras.
-    - Keras 3 on TensorFlow 2.16 (Keras 3.0 to 3.3): `from_keras_model`,
-      `tf.saved_model.save` + `from_saved_model` and `from_concrete_functions` abort the
-      process with "LLVM ERROR"; only `model.export` + `from_saved_model` converts.
+    - With Keras 3, the TensorFlow release decides which routes work, not the Keras one:
+      Keras 3.4.1 on TensorFlow 2.16.2 aborts like 3.3.3, and 3.3.3 on 2.17.1 converts like
+      3.4.1; 3.6.0 and 3.7.0 likewise follow TensorFlow 2.17.1 and 2.18.1, and 3.11.3 and
+      3.12.4 follow 2.19.1 and 2.20.0 (each Keras tested on both TensorFlows).
+    - Keras 3 on TensorFlow 2.16: `from_keras_model`, `tf.saved_model.save` +
+      `from_saved_model` and `from_concrete_functions` abort the process (SIGABRT, "LLVM
+      ERROR"); only `model.export` + `from_saved_model` converts.
     - Keras 3 on TensorFlow 2.17: `from_keras_model` converts too; the other two still abort.
     - Keras 3 on TensorFlow 2.18 and 2.19: `tf.saved_model.save` + `from_saved_model` and
       `from_concrete_functions` convert, then `invoke()` raises RuntimeError
@@ -64,8 +82,8 @@ Versions:
       UserWarning on 2.18 "Please use the LiteRT interpreter from the ai_edge_litert
       package", and from 2.19 "tf.lite.Interpreter is deprecated and is scheduled for
       deletion in TF 2.20" (it is still there and works in 2.21). LiteRT's
-      `ai_edge_litert.interpreter.Interpreter` takes the same file, gives the same outputs
-      and does not warn.
+      `ai_edge_litert.interpreter.Interpreter` takes the same file, gives exactly the same
+      outputs and warns nothing at all (ai-edge-litert 2.3.0 beside TensorFlow 2.21).
 
 Sources: zldrobit/yolov5 tf-android branch, `models/tf.py` and its README (SavedModel,
     fp16 and int8 TFLite with a representative dataset); TensorFlow guide "Post-training
@@ -74,6 +92,12 @@ Sources: zldrobit/yolov5 tf-android branch, `models/tf.py` and its README (Saved
     keras-team/keras#19108 (Keras 3 TFLite conversion errors); tensorflow/tensorflow#102071
     (tf.lite deprecated in favour of LiteRT); LiteRT migration guide
     (ai.google.dev/edge/litert/migration).
+
+See also:
+    - space_to_depth_reorg: the Reorg layer and loading it back into Keras
+    - custom_layer_config: PyTorch's avg_pool2d with a config that loads
+    - save_load_custom_objects: loading custom layers in Keras
+    - port_pytorch_weights: PyTorch weights into the Keras model first
 
 Run: python -m recipes.export_tflite
 """

@@ -1,5 +1,17 @@
 """Title: Resume after a crash: nothing lost when training dies.
 
+In short:
+    checkpoint = make_checkpoint(model, optimizer)  # model, optimizer and a step counter
+    manager = tf.train.CheckpointManager(checkpoint, "checkpoints", max_to_keep=3)
+    restore_latest_good(manager, checkpoint)  # skips damaged checkpoints; None on a fresh start
+    while int(checkpoint.step) < total_steps:
+        rows = batch_rows(int(checkpoint.step), len(x), batch_size, seed)  # data from the step
+        train_step(x[rows], y[rows])
+        checkpoint.step.assign_add(1)
+        if int(checkpoint.step) % 100 == 0:
+            manager.save(checkpoint_number=int(checkpoint.step))
+    # fit: keras.callbacks.BackupAndRestore("backup"), shuffle=False; exact on Keras 2 and 3.3+
+
 Problem: A long run dies: an exception, an out-of-memory kill, a preempted machine. Without
 a backup the hours are gone; with a naive one (weights only, every epoch) the resumed run
 silently differs from the run that never stopped: the optimizer's moments restart from
@@ -45,13 +57,19 @@ Versions:
       resumed `fit` trains 6 batches on Keras 2 (it skips the 2 backed-up batches and
       still ends elsewhere), 12 on Keras 3.0 (every epoch) and 8 on Keras 3.1 and later
       (the interrupted epoch from its first batch).
-    - Keras 3.0: `tf.train.Checkpoint(optimizer=<Keras optimizer>)` raises ValueError (not
-      a trackable object); `make_checkpoint` then checkpoints the optimizer's variables
-      instead. Keras 2 and Keras 3.1 and later accept the optimizer itself.
+    - Keras 3.0: `tf.train.Checkpoint(optimizer=<Keras optimizer>)` raises ValueError
+      "`Checkpoint` was expecting optimizer to be a trackable object"; `make_checkpoint`
+      then checkpoints the optimizer's variables instead. Keras 2 and Keras 3.1 and later
+      accept the optimizer itself.
     - Arguments: Keras 2 has `backup_dir, save_freq, delete_checkpoint,
       save_before_preemption`; Keras 3.0 to 3.6 `backup_dir, save_freq,
-      delete_checkpoint`; Keras 3.7 and later add `double_checkpoint` (keep the previous
-      backup too, used when the newest is unreadable).
+      delete_checkpoint`; Keras 3.7 and later add `double_checkpoint` (earlier releases
+      refuse it with TypeError).
+    - On Keras 3.7 and later, `double_checkpoint=True` keeps the previous backup too
+      (`latest.weights.h5.bkp`). After a crash in epoch 2 of 3 and a truncated newest
+      backup, `fit` resumes from the previous one, the weights and optimizer state of the
+      end of epoch 1 exactly, and runs the last 2 epochs; without the previous backup the
+      same damage makes `fit` raise OSError.
 
 Sources: Keras API docs "BackupAndRestore" for Keras 3
     (keras.io/api/callbacks/backup_and_restore) and Keras 2
@@ -59,6 +77,10 @@ Sources: Keras API docs "BackupAndRestore" for Keras 3
     checkpoints" (tensorflow.org/guide/checkpoint) and "Migrate the fault tolerance
     mechanism" (tensorflow.org/guide/migrate/fault_tolerance); TensorFlow API docs
     "tf.train.CheckpointManager".
+
+See also:
+    - save_paths: file names for ModelCheckpoint and save_weights
+    - deterministic_training: runs that repeat bit for bit
 
 Run: python -m recipes.resume_after_crash
 """

@@ -139,14 +139,15 @@ def test_custom_loop_resumes_bit_identical_after_sigkill(tmp_path, uninterrupted
 
 def test_checkpointing_a_keras_optimizer_object_depends_on_the_keras_version(version_split):
     """make_checkpoint falls back to the optimizer's variables where the object is refused."""
+    # Imported here, not at the top: the SIGKILL children import this module (see above).
+    from conftest import outcome_of
+
     optimizer = keras.optimizers.Adam()
     step = tf.Variable(0)
-    try:
-        tf.train.Checkpoint(optimizer=optimizer, step=step)
-        observed = "works"
-    except ValueError as error:
-        assert "trackable" in str(error)
-        observed = "ValueError: expecting optimizer to be a trackable object"
+    observed = outcome_of(
+        lambda: tf.train.Checkpoint(optimizer=optimizer, step=step),
+        ["expecting optimizer to be a trackable object"],
+    )
     version_split(
         "tf.train.Checkpoint(optimizer=<a Keras optimizer>)",
         observed,
@@ -244,10 +245,17 @@ def crash_in_a_child_killed_by_sigkill(backup_dir, save_freq):
     assert completed.returncode == -signal.SIGKILL, completed.stderr[-3000:]
 
 
-def crash_then_resume(backup_dir, save_freq, crash=crash_in_this_process):
-    """Uninterrupted fit, then a fit crashed at epoch 1 batch 3 and resumed in a new model."""
+@pytest.fixture(scope="module")
+def uninterrupted_fit():
+    """(weights, optimizer state) after an uninterrupted fit: fitted once for every test."""
     reference = compiled_model(seed=1)
     fit(reference, [])
+    return reference.get_weights(), optimizer_state(reference.optimizer)
+
+
+def crash_then_resume(backup_dir, save_freq, reference, crash=crash_in_this_process):
+    """A fit crashed at epoch 1 batch 3, resumed in a new model, against `reference`."""
+    reference_weights, reference_optimizer = reference
     crash(backup_dir, save_freq)
     # A restarted process builds its model afresh: other initial weights, a new optimizer.
     resumed, counter = compiled_model(seed=5), CountBatches()
@@ -259,12 +267,12 @@ def crash_then_resume(backup_dir, save_freq, crash=crash_in_this_process):
     skipped_optimizer = any(
         "Skipping variable loading for optimizer" in str(w.message) for w in caught
     )
-    same = identical(resumed.get_weights(), reference.get_weights()) and identical(
-        optimizer_state(resumed.optimizer), optimizer_state(reference.optimizer)
+    same = identical(resumed.get_weights(), reference_weights) and identical(
+        optimizer_state(resumed.optimizer), reference_optimizer
     )
     return {
         "batches": counter.batches,
-        "weights": identical(resumed.get_weights(), reference.get_weights()),
+        "weights": identical(resumed.get_weights(), reference_weights),
         "summary": f"{len(history.history['loss'])} epochs run after the restart: "
         + (
             "bit-identical"
@@ -283,8 +291,10 @@ EPOCH_BACKUP_RESUME = {
 }
 
 
-def test_backup_and_restore_every_epoch_resumes_a_crash_mid_epoch(tmp_path, version_split):
-    result = crash_then_resume(str(tmp_path / "backup"), save_freq="epoch")
+def test_backup_and_restore_every_epoch_resumes_a_crash_mid_epoch(
+    tmp_path, uninterrupted_fit, version_split
+):
+    result = crash_then_resume(str(tmp_path / "backup"), "epoch", uninterrupted_fit)
     version_split(
         "BackupAndRestore(save_freq='epoch'), a crash mid-epoch 1 of 3, then fit again",
         result["summary"],
@@ -292,10 +302,12 @@ def test_backup_and_restore_every_epoch_resumes_a_crash_mid_epoch(tmp_path, vers
     )
 
 
-def test_backup_and_restore_every_epoch_resumes_a_sigkill_mid_epoch(tmp_path, version_split):
+def test_backup_and_restore_every_epoch_resumes_a_sigkill_mid_epoch(
+    tmp_path, uninterrupted_fit, version_split
+):
     """The same, with the crashed fit in a child process killed by SIGKILL."""
     result = crash_then_resume(
-        str(tmp_path / "backup"), save_freq="epoch", crash=crash_in_a_child_killed_by_sigkill
+        str(tmp_path / "backup"), "epoch", uninterrupted_fit, crash_in_a_child_killed_by_sigkill
     )
     version_split(
         "BackupAndRestore(save_freq='epoch'), SIGKILL mid-epoch 1 of 3, then fit again",
@@ -305,9 +317,9 @@ def test_backup_and_restore_every_epoch_resumes_a_sigkill_mid_epoch(tmp_path, ve
 
 
 def test_backup_and_restore_every_n_batches_does_not_resume_mid_epoch_exactly(
-    tmp_path, version_split
+    tmp_path, uninterrupted_fit, version_split
 ):
-    result = crash_then_resume(str(tmp_path / "backup"), save_freq=2)
+    result = crash_then_resume(str(tmp_path / "backup"), 2, uninterrupted_fit)
     assert result["weights"] is False
     version_split(
         "BackupAndRestore(save_freq=2), crash before batch 3 of epoch 1 (4 a epoch), fit again: "
@@ -327,6 +339,93 @@ def test_backup_and_restore_arguments_depend_on_the_keras_version(version_split)
             "keras<3": "backup_dir, save_freq, delete_checkpoint, save_before_preemption",
             "keras>=3,<3.7": "backup_dir, save_freq, delete_checkpoint",
             "keras>=3.7": "backup_dir, save_freq, double_checkpoint, delete_checkpoint",
+        },
+    )
+
+
+class StateAtEpochEnd(keras.callbacks.Callback):
+    """The weights and optimizer state at the end of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.states = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.states.append((self.model.get_weights(), optimizer_state(self.model.optimizer)))
+
+
+class StateAtTrainBegin(keras.callbacks.Callback):
+    """The state `fit` starts from, once the callbacks listed before this one restored it."""
+
+    def on_train_begin(self, logs=None):
+        self.state = (self.model.get_weights(), optimizer_state(self.model.optimizer))
+
+
+def same_state(state, other_state):
+    return identical(state[0], other_state[0]) and identical(state[1], other_state[1])
+
+
+def resume_from_a_damaged_newest_backup(backup_dir):
+    """Keras 3.7+: two backups kept, a crash in epoch 2 of 3, the newest backup truncated.
+
+    Then `fit` again with the previous backup there, and (the control) without it.
+    """
+    from conftest import outcome_of  # not at the top: the SIGKILL children import this module
+
+    at_epoch_end = StateAtEpochEnd()
+    callback = keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True)
+    with pytest.raises(Crash):
+        fit(compiled_model(seed=1), [callback, at_epoch_end, CrashAtBatch(2, 1)])
+    backup = pathlib.Path(backup_dir)
+    weights_files = sorted(path.name for path in backup.glob("latest.weights.h5*"))
+    assert weights_files == ["latest.weights.h5", "latest.weights.h5.bkp"]
+    newest = backup / "latest.weights.h5"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    # The control, on a copy without the previous backup.
+    control = backup.with_name("control")
+    control.mkdir()
+    for path in backup.iterdir():
+        if path.suffix != ".bkp":
+            (control / path.name).write_bytes(path.read_bytes())
+    control_outcome = outcome_of(
+        lambda: fit(compiled_model(seed=5), [keras.callbacks.BackupAndRestore(str(control))])
+    )
+
+    start, counter = StateAtTrainBegin(), CountBatches()
+    callback = keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True)
+    history = fit(compiled_model(seed=5), [callback, start, counter])
+    restored = [
+        name
+        for name, state in zip(["epoch 1's", "epoch 2's"], at_epoch_end.states, strict=True)
+        if same_state(start.state, state)
+    ]
+    return (
+        f"resumes from {' and '.join(restored) or 'neither'} backup exactly, "
+        f"{len(history.history['loss'])} epochs run; without the previous one: "
+        f"{control_outcome}"
+    )
+
+
+def test_double_checkpoint_resumes_from_the_previous_backup_when_the_newest_is_damaged(
+    tmp_path, version_split
+):
+    from conftest import outcome_of  # not at the top: the SIGKILL children import this module
+
+    backup_dir = str(tmp_path / "backup")
+    observed = outcome_of(
+        lambda: keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
+        ["double_checkpoint"],
+    )
+    if observed == "works":
+        observed = resume_from_a_damaged_newest_backup(backup_dir)
+    version_split(
+        "BackupAndRestore(double_checkpoint=True), crash in epoch 2 of 3, newest backup "
+        "truncated, fit again",
+        observed,
+        {
+            "keras<3.7": "TypeError: double_checkpoint",
+            "keras>=3.7": "resumes from epoch 1's backup exactly, 2 epochs run; "
+            "without the previous one: OSError",
         },
     )
 
