@@ -1,5 +1,15 @@
 """Title: A Python batch generator for fit: every sample once per epoch, reshuffled, cropped once.
 
+In short:
+    batches = batch_generator(images, labels, batch_size=32, crop_size=(28, 28), seed=0)
+    model.fit(
+        batches,  # infinite: epochs=None by default
+        steps_per_epoch=steps_per_epoch(len(images), 32, last_batch="keep"),
+        epochs=10,
+        shuffle=False,  # the generator shuffles; Keras 3.15 warns about shuffle=True
+    )  # fit, not fit_generator, which Keras 3 removed
+    # Several inputs? Yield `tuple(inputs), y`, or wrap: fit(batches_as_tuples(generator))
+
 Problem: The field notes feed `fit_generator` from a hand-written generator that shuffles,
 random-crops and batches images. It has two bugs: it appends the batch list to itself
 (`image_data.append(image_data)` where it meant the image), so no image ever reaches a batch,
@@ -7,6 +17,11 @@ and it crops every sample twice, so samples come out smaller than intended and f
 narrower window. Written correctly, such a generator still meets fit's rules: a generator
 that ends before `steps_per_epoch * epochs` batches makes fit stop early on Keras 2 and, on
 Keras 3, finish its epochs on fewer batches than asked, with a warning that is easy to miss.
+Generators written for `fit_generator` and a model of several inputs often yield the inputs
+as a list: keras-yolo3's `data_generator` yields `[image_data, *y_true], np.zeros(batch_size)`.
+Passed to `fit` on Keras 3, such a generator fails before the first step with TypeError
+"`output_signature` must contain objects that are subclass of `tf.TypeSpec` but found <class
+'list'> which is not."
 
 Recipe:
     1. Draw each epoch's plan up front from a generator seeded by (seed, epoch):
@@ -20,6 +35,9 @@ Recipe:
        `fit(batch_generator(...), steps_per_epoch=steps_per_epoch(n, batch_size,
        last_batch), epochs=E)`. Keras 3 has no `fit_generator`; `fit` takes generators on
        every stack.
+    5. For a model of several inputs, yield them as a tuple (or a dict), never a list, from
+       a generator and from a Sequence's `__getitem__`; `batches_as_tuples(generator)` turns
+       every list in each batch of an existing generator into a tuple.
 
 Pitfalls:
     - The notes' generator appends the batch list to itself: each batch list holds itself
@@ -35,6 +53,11 @@ Pitfalls:
       raise; fit warns "Your input ran out of data" and trains on fewer batches than asked
       (what each stack does: see Versions). An infinite generator with `steps_per_epoch`
       trains exactly `steps_per_epoch * epochs` batches, with no warning.
+    - A generator that yields its inputs as a list (`[x1, x2, x3], y`, as keras-yolo3's
+      does), and a `keras.utils.Sequence` whose `__getitem__` returns them so, fit on
+      Keras 2 and fail on Keras 3 (see Versions). The same batches with the inputs as a
+      tuple, from a Sequence or through `batches_as_tuples`, fit on every stack and reach
+      the weights that fit on the arrays themselves reaches, within 1e-6.
 
 Versions:
     - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): a generator of 3 batches fitted with
@@ -48,11 +71,20 @@ Versions:
     - Keras 3.15 and later also warn (UserWarning "`shuffle=True` was passed, but will be
       ignored") when a generator is fitted with the default shuffle=True; Keras 2 and
       Keras 3.0 to 3.14 ignore shuffle silently. Pass shuffle=False.
+    - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): fit takes inputs as a list from a
+      generator or a Sequence (its data adapter makes every list in a batch a tuple).
+      Keras 3.0 to 3.15: fit raises TypeError "`output_signature` must contain objects that
+      are subclass of `tf.TypeSpec` but found <class 'list'>" before the first step, for a
+      generator and a Sequence / PyDataset alike: Keras 3 hands the batch structure to
+      tf.data, whose structures nest tuples and dicts but take a list for a single value.
 
 Sources: keras.io "Model training APIs" (fit: x may be a generator, steps_per_epoch);
 keras-team/keras#19225 (fit_generator removed in Keras 3); keras-team/keras source
 `trainers/epoch_iterator.py` (the "ran out of data" warning) and
-`trainers/data_adapters/generator_data_adapter.py` (`peek_and_restore`); numpy
+`trainers/data_adapters/generator_data_adapter.py` (`peek_and_restore`, and the
+`output_signature` it gives `tf.data.Dataset.from_generator`); Keras 2
+`engine/data_adapter.py` (`GeneratorDataAdapter._standardize_batch`: `list_to_tuple`);
+qqwweee/keras-yolo3 train.py (`data_generator`, the list of inputs); numpy
 `Generator.permutation` (numpy.org/doc/stable/reference/random/generator.html).
 
 Speed: benchmarks/input_pipelines.py, tf221 (TF 2.21, Keras 3.15), 2026-11-26, 2-core AMD
@@ -60,6 +92,12 @@ Speed: benchmarks/input_pipelines.py, tf221 (TF 2.21, Keras 3.15), 2026-11-26, 2
     at most one core busy, and tf.data with a parallel batch map fed fit 1.5-2.8x as fast
     (table in recipes/tf_data_pipeline.py); with zero cost it fed 0.92-0.95x (best
     1.01-1.07x) as fast as fit on in-memory arrays.
+
+See also:
+    - tf_data_pipeline: the same samples from tf.data, in parallel
+    - sequence_dataset: a Sequence / PyDataset with worker threads
+    - training_apis: fit_generator gone on Keras 3
+    - torch_dataloader: feeding a PyTorch DataLoader to fit
 
 Run: python -m recipes.generator_dataset
 """
@@ -179,6 +217,32 @@ def batch_generator(
                     samples.append(sample if preprocess is None else preprocess(sample))
                 yield np.stack(samples), labels[order[positions.start : positions.stop]]
             epoch += 1
+
+    return generate()
+
+
+def _lists_as_tuples(structure):
+    if isinstance(structure, list | tuple):
+        return tuple(_lists_as_tuples(part) for part in structure)
+    if isinstance(structure, dict):
+        return {key: _lists_as_tuples(value) for key, value in structure.items()}
+    return structure
+
+
+def batches_as_tuples(batches):
+    """The batches of `batches` (any iterable) with every list in them, at any depth, a tuple.
+
+    For generators written for `fit_generator` that yield `[x1, x2, ...], y`: Keras 3's fit
+    nests tuples and dicts, and refuses a list.
+    """
+    try:
+        iterator = iter(batches)
+    except TypeError:
+        raise ValueError(f"batches must be an iterable of batches, got {batches!r}") from None
+
+    def generate():
+        for batch in iterator:
+            yield _lists_as_tuples(batch)
 
     return generate()
 

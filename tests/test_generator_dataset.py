@@ -9,10 +9,17 @@ import hypothesis
 import hypothesis.strategies as st
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow import keras
 
+from conftest import outcome_of
 from recipes import generator_dataset
-from recipes.generator_dataset import batch_generator, epoch_plan, steps_per_epoch
+from recipes.generator_dataset import (
+    batch_generator,
+    batches_as_tuples,
+    epoch_plan,
+    steps_per_epoch,
+)
 
 # --- A faithful copy of the notes' generator, bugs included --------------------------------
 
@@ -322,6 +329,140 @@ def test_fit_on_a_generator_with_the_default_shuffle_warns_on_keras_3_15(version
         "UserWarning: shuffle=True will be ignored" if shuffle_warnings else "no warning",
         {"keras<3.15": "no warning", "keras>=3.15": "UserWarning: shuffle=True will be ignored"},
     )
+
+
+# --- Several inputs from a generator (keras-yolo3's data_generator) ------------------------
+
+YOLO_BATCH, YOLO_STEPS = 4, 2
+
+
+def summed_squared_errors(tensors):
+    """yolo_loss's place in keras-yolo3: a loss per sample from the predictions and y_true."""
+    half = len(tensors) // 2
+    return tf.add_n(
+        [
+            tf.reduce_sum(tf.square(prediction - target), axis=-1, keepdims=True)
+            for prediction, target in zip(tensors[:half], tensors[half:], strict=True)
+        ]
+    )
+
+
+def yolo_style_model():
+    """keras-yolo3's training model, small: inputs [image, *y_true], the loss computed inside
+    by a Lambda layer, and a compiled loss that passes the model's output through."""
+    image = keras.Input((4,), name="image")
+    targets = [keras.Input((2,), name=f"y_true_{scale}") for scale in range(2)]
+    features = keras.layers.Dense(4, activation="relu")(image)
+    predictions = [keras.layers.Dense(2)(features) for _ in targets]
+    loss = keras.layers.Lambda(summed_squared_errors, name="yolo_loss")([*predictions, *targets])
+    model = keras.Model([image, *targets], loss)
+    model.compile(optimizer="sgd", loss=lambda y_true, y_pred: y_pred)
+    return model
+
+
+def yolo_style_batches(seed=0):
+    """keras-yolo3's data_generator, small: yields [image, *y_true], np.zeros(batch_size)."""
+    random = np.random.default_rng(seed)
+    while True:
+        image = random.normal(size=(YOLO_BATCH, 4)).astype("float32")
+        y_true = [random.normal(size=(YOLO_BATCH, 2)).astype("float32") for _ in range(2)]
+        yield [image, *y_true], np.zeros(YOLO_BATCH)
+
+
+class YoloStyleSequence(keras.utils.Sequence):
+    """The same batches from a Sequence (a PyDataset on Keras 3), inputs as a list or not."""
+
+    def __init__(self, inputs_as_tuple):
+        super().__init__()
+        generator = yolo_style_batches()
+        self.batches = [next(generator) for _ in range(YOLO_STEPS)]
+        self.inputs_as_tuple = inputs_as_tuple
+
+    def __len__(self):
+        return YOLO_STEPS
+
+    def __getitem__(self, index):
+        inputs, targets = self.batches[index]
+        return (tuple(inputs) if self.inputs_as_tuple else inputs), targets
+
+
+def fit_on(model, data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras 3.15's shuffle warning, PyDataset's workers.
+        if isinstance(data, keras.utils.Sequence):
+            return model.fit(data, epochs=1, shuffle=False, verbose=0)
+        return model.fit(data, steps_per_epoch=YOLO_STEPS, epochs=1, shuffle=False, verbose=0)
+
+
+@pytest.mark.parametrize("source", ["generator", "Sequence"])
+def test_inputs_yielded_as_a_list_fit_on_keras_2_only(version_split, source):
+    model = yolo_style_model()
+    before = [weight.copy() for weight in model.get_weights()]
+    data = yolo_style_batches() if source == "generator" else YoloStyleSequence(False)
+    history = []
+    outcome = outcome_of(
+        lambda: history.append(fit_on(model, data)),
+        ["`output_signature` must contain objects that are subclass of `tf.TypeSpec`"],
+    )
+    trained = any(
+        not np.array_equal(old, new) for old, new in zip(before, model.get_weights(), strict=True)
+    )
+    if outcome == "works":
+        assert trained and np.isfinite(history[0].history["loss"][0])
+    else:
+        assert not trained  # It fails before the first step.
+    returns = "a generator yields" if source == "generator" else "a Sequence's __getitem__ returns"
+    version_split(
+        f"fit where {returns} [x1, x2, x3], y (keras-yolo3's list of inputs)",
+        outcome,
+        {
+            "keras<3": "works",
+            "keras>=3": "TypeError: `output_signature` must contain objects that are subclass "
+            "of `tf.TypeSpec`",
+        },
+    )
+
+
+def test_inputs_as_a_tuple_train_as_fit_on_the_arrays_does(observe):
+    generator = yolo_style_batches()
+    batches = [next(generator) for _ in range(YOLO_STEPS)]
+    arrays = [
+        np.concatenate(parts) for parts in zip(*(inputs for inputs, _ in batches), strict=True)
+    ]
+    zeros = np.zeros(YOLO_BATCH * YOLO_STEPS)
+    initial = yolo_style_model().get_weights()
+
+    def trained_weights(fit):
+        model = yolo_style_model()
+        model.set_weights(initial)
+        fit(model)
+        return model.get_weights()
+
+    expected = trained_weights(
+        lambda model: model.fit(
+            arrays, zeros, batch_size=YOLO_BATCH, epochs=1, shuffle=False, verbose=0
+        )
+    )
+    assert any(not np.array_equal(old, new) for old, new in zip(initial, expected, strict=True))
+    for data in (batches_as_tuples(yolo_style_batches()), YoloStyleSequence(True)):
+        got = trained_weights(lambda model, data=data: fit_on(model, data))
+        for expected_weight, got_weight in zip(expected, got, strict=True):
+            np.testing.assert_allclose(got_weight, expected_weight, rtol=0, atol=1e-6)
+    observe(
+        "fit on inputs as a tuple (batches_as_tuples, a Sequence returning tuple(inputs))",
+        "trains as fit on the arrays, weights within 1e-6",
+    )
+
+
+def test_batches_as_tuples_makes_every_list_a_tuple_and_refuses_a_non_iterable():
+    image, target = np.ones((2, 3)), np.zeros(2)
+    batches = [[[image, [image, image]], target], ({"image": [image]}, target)]
+    first, second = batches_as_tuples(batches)
+    assert type(first) is tuple and type(first[0]) is tuple and type(first[0][1]) is tuple
+    assert first[0][0] is image and first[1] is target
+    assert type(second[0]["image"]) is tuple and second[0]["image"][0] is image
+    with pytest.raises(ValueError, match="batches must be an iterable of batches, got 3"):
+        batches_as_tuples(3)
 
 
 def test_demo_prints_the_batch_shapes_and_three_epochs(capsys):
