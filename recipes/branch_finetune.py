@@ -1,5 +1,12 @@
 """Title: Train a new branch on a frozen, pretrained trunk loaded by layer name.
 
+In short:
+    model, branch = build_trunk_with_branch()  # trunk layer names as saved, plus "classify"
+    load_trunk_by_name("trunk.keras", model)  # copies weights layer by layer, matched by name
+    freeze_all_but_branch(model)  # trainable = False after construction, BN included
+    branch.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    branch.fit(features, labels, epochs=10)  # the trunk stays bit-identical
+
 Problem: You trained a trunk model (with BatchNormalization) and saved it. Now you build the
 same trunk with a new "classify" branch, load the trunk's weights by layer name, freeze
 everything but the branch and train the branch, with `fit` or with a GradientTape loop. The
@@ -27,6 +34,10 @@ Pitfalls:
     - `load_weights(path, by_name=True)` cannot be relied on (see Versions), hence the
       name-matching copy: it loads the trunk from a `.keras` file on every stack, and from
       a legacy `.h5` file too when the trunk was compiled with a loss object.
+    - keras-yolo3's `load_weights(path, by_name=True, skip_mismatch=True)` loads a legacy
+      `.h5` trunk bit-identical on every stack, Keras 3.0 to 3.7 included, but it loads what
+      fits and only warns about the rest: from a `.keras` file Keras 2.13 and later Keras 2
+      load by position and leave `trunk_output` at its initial weights (see Versions).
     - A trunk whose layer names differ from the new model's loads nothing by name;
       `copy_weights_by_name` raises ValueError instead of copying nothing.
     - A trunk saved to legacy `.h5` after compiling with `loss="mse"` does not load on every
@@ -42,6 +53,14 @@ Versions:
       load by position, so the trunk head's kernel meets the branch's first layer: ValueError
       "Shape mismatch"; Keras 3.0 to 3.10 raise ValueError "Invalid keyword arguments";
       Keras 3.11 and later raise ValueError "`by_name` only supports loading legacy '.h5'".
+    - `load_weights("trunk.h5", by_name=True, skip_mismatch=True)`: the trunk loads
+      bit-identical on every stack; Keras 3.0 to 3.7 warn (UserWarning "Skipping loading
+      top-level weights") where by_name alone raises.
+    - `load_weights("trunk.keras", by_name=True, skip_mismatch=True)`: Keras 2.12 loads the
+      trunk by name; Keras 2.13 and later Keras 2 (tf-keras included) load `trunk_dense` and
+      `trunk_bn` by position, leave `trunk_output` at its initial weights and warn
+      (UserWarning "Could not load weights in object"); Keras 3 raises the same ValueErrors
+      as without skip_mismatch.
     - `load_model("trunk.h5", compile=False)` of a trunk compiled with `loss="mse"`: Keras 2
       and Keras 3.3 and later load it; Keras 3.0 to 3.2 drop compile=False for `.h5` and
       raise TypeError "Could not locate function 'mse'".
@@ -49,7 +68,15 @@ Versions:
 Sources: Keras guide "Transfer learning & fine-tuning" (keras.io/guides/transfer_learning);
     TensorFlow API docs "tf.keras.Model.load_weights" (by_name, HDF5 only);
     Keras 3 `load_weights` source (keras/src/saving/saving_api.py; by_name checked per
-    format from 3.11); Keras 3.3 `load_model` source (passes compile to the `.h5` loader).
+    format from 3.11); Keras 3.3 `load_model` source (passes compile to the `.h5` loader);
+    qqwweee/keras-yolo3 `train.py` (`load_weights(weights_path, by_name=True,
+    skip_mismatch=True)`).
+
+See also:
+    - load_weights_by_name: by-name loading from .h5, .keras and .weights.h5
+    - copy_weights: get/set_weights, clone_model and by name
+    - freeze_batchnorm: why BatchNormalization(trainable=False) is not enough
+    - freeze_layers: freeze nested layers by pattern
 
 Run: python -m recipes.branch_finetune
 """
@@ -134,7 +161,7 @@ def load_trunk_by_name(path, model):
     """Loads the model saved at `path` and copies its weights into `model` by layer name.
 
     `load_weights(path, by_name=True)` refuses `.keras` and `.weights.h5` files on Keras 3
-    and fails on Keras 3.0 to 3.14 even for a legacy `.h5`; this works on every stack.
+    and fails on Keras 3.0 to 3.7 even for a legacy `.h5`; this works on every stack.
     """
     if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
         raise ValueError(f"path must name a saved model file, got {path!r}")

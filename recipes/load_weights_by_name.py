@@ -1,5 +1,11 @@
 """Title: Load weights by layer name on every Keras, from .h5, .keras and named .weights.h5.
 
+In short:
+    trunk.save("trunk.keras")  # or "trunk.h5"; a .weights.h5 names no layer before Keras 3.6
+    model(batch)  # a subclassed model needs weights first
+    report = load_weights_by_name(model, "trunk.keras")  # skip_mismatch=True to skip, not raise
+    print(report.loaded, report.skipped, report.unmatched)
+
 Problem: Reusing a trained trunk in a new model is one line on Keras 2:
 `model.load_weights("trunk.h5", by_name=True)`. On Keras 3 `save_weights` writes only
 `.weights.h5`, which `by_name` refuses, and Keras 3.0 to 3.7 cannot even load by name
@@ -37,6 +43,11 @@ Pitfalls:
       saying to build it first.
     - Nothing is assigned unless every matched layer fits: a shape mismatch raises before
       any weight changes.
+    - Keras' own `load_weights("m.h5", by_name=True, skip_mismatch=True)` (keras-yolo3's
+      call) skips weight by weight, not layer by layer, on every stack: a layer whose kernel
+      shape differs from the file's but whose bias fits gets the file's bias and keeps its
+      kernel. `load_weights_by_name(model, path, skip_mismatch=True)` keeps such a layer
+      whole and lists it in `report.skipped`.
 
 Versions:
     - Keras 2 (tf-keras included): `save_weights("w.h5")` writes a legacy `.h5` keyed by
@@ -51,12 +62,30 @@ Versions:
     - `load_weights("w.weights.h5", by_name=True)` raises ValueError "Invalid keyword
       arguments" on Keras 3.0 to 3.10, and "`by_name` only supports loading legacy '.h5'"
       from 3.11.
+    - `load_weights(h5, by_name=True, skip_mismatch=True)`, from a full-model `.h5` or Keras
+      2.15's weights file: every weight that fits loads, bit for bit, on every stack. Keras 2
+      (tf-keras included) logs each skipped weight through TensorFlow's logger ("Skipping
+      loading weights for layer #1 (named features)"); Keras 3 warns with a UserWarning of
+      the same words; Keras 3.0 to 3.7 also warn "Skipping loading top-level weights" where
+      by_name alone raises "Weight count mismatch for top-level weights".
+    - `load_weights(".keras" or ".weights.h5", by_name=True, skip_mismatch=True)`: Keras 3
+      raises the same ValueErrors as without skip_mismatch. Keras 2 (but for Keras 2.12's
+      `.keras`, which it writes as HDF5 and loads by name) still loads by position: a layer
+      at a file layer's position whose shapes differ is skipped with a UserWarning "Could not
+      load weights in object", and a later layer the file names, shapes matching, gets
+      nothing.
     - `load_weights_by_name` loads Keras 2.15's weights files by name on every stack, into
       a functional and into a subclassed model.
 
 Sources: Keras guide "Save, serialize, and export models"; keras-team/keras#18577
 (by_name in Keras 3); keras.src.saving.saving_lib (`.weights.h5` layout) and
-keras.src.legacy.saving.legacy_h5_format (`load_weights_from_hdf5_group_by_name`).
+keras.src.legacy.saving.legacy_h5_format (`load_weights_from_hdf5_group_by_name`, which
+skips weight by weight); qqwweee/keras-yolo3 `train.py` (by_name with skip_mismatch=True).
+
+See also:
+    - branch_finetune: load a trunk by name, train a new branch
+    - copy_weights: copy weights between models in memory
+    - save_paths: which weight files each stack writes
 
 Run: python -m recipes.load_weights_by_name
 """

@@ -18,6 +18,7 @@ from recipes.branch_finetune import (
     train_and_save_trunk,
     train_branch_with_tape,
 )
+from tests.keras_said import outcome_and_said, weight_status
 
 TRUNK_LAYERS = ("trunk_dense", "trunk_bn", "trunk_output")
 
@@ -141,6 +142,73 @@ def test_load_weights_by_name_of_a_keras_file_depends_on_the_keras_version(tmp_p
         {
             "keras<2.13": "works",
             "keras>=2.13,<3": "ValueError: Shape mismatch",
+            "keras>=3,<3.11": "ValueError: Invalid keyword arguments",
+            "keras>=3.11": "ValueError: `by_name` only supports loading legacy '.h5'",
+        },
+    )
+
+
+def branch_weights(model):
+    return [
+        weight.copy()
+        for name in ("classify_hidden", "classify")
+        for weight in model.get_layer(name).get_weights()
+    ]
+
+
+def test_skip_mismatch_loads_a_full_model_h5_trunk_by_name_on_every_stack(tmp_path, version_split):
+    """keras-yolo3's call: on Keras 3.0 to 3.7 the top-level weight count mismatch that
+    by_name alone raises becomes a UserWarning, and the trunk's layers load."""
+    path, trunk, features, _, _ = saved_trunk(tmp_path, ".h5")
+    model, _ = build_trunk_with_branch(features.shape[1])
+    branch_before = branch_weights(model)
+    outcome, said = outcome_and_said(
+        lambda: model.load_weights(path, by_name=True, skip_mismatch=True),
+        said_fragments=["Skipping loading top-level weights", "Skipping loading weights for layer"],
+    )
+    assert outcome == "works"
+    assert_trunk_bit_identical(trunk, model, features)
+    for kept, now in zip(branch_before, branch_weights(model), strict=True):
+        np.testing.assert_array_equal(now, kept)
+    version_split(
+        'load_weights("trunk.h5", by_name=True, skip_mismatch=True) into trunk plus branch: '
+        "the trunk loads bit-identical, and Keras says",
+        said,
+        {
+            "keras<3": "nothing",
+            "keras>=3,<3.8": "UserWarning: Skipping loading top-level weights",
+            "keras>=3.8": "nothing",
+        },
+    )
+
+
+def test_skip_mismatch_with_a_keras_file_leaves_the_trunk_head_unloaded_on_keras_2(
+    tmp_path, version_split
+):
+    """Keras 2.13 and later load a .keras by position: the shape mismatch that by_name alone
+    raises becomes warnings, and trunk_output keeps its initial weights."""
+    path, trunk, features, _, _ = saved_trunk(tmp_path, ".keras")
+    model, _ = build_trunk_with_branch(features.shape[1])
+    before = trunk_weights(model)
+    outcome, said = outcome_and_said(
+        lambda: model.load_weights(path, by_name=True, skip_mismatch=True),
+        ["Invalid keyword arguments", "`by_name` only supports loading legacy '.h5'"],
+        ["Could not load weights in object"],
+    )
+    if outcome == "works":
+        saved, now = trunk_weights(trunk), trunk_weights(model)
+        loaded = [
+            f"{name} {weight_status(now[name], before[name], saved[name])}" for name in TRUNK_LAYERS
+        ]
+        outcome = f"works: {', '.join(loaded)}; says {said}"
+    version_split(
+        'load_weights("trunk.keras", by_name=True, skip_mismatch=True) into trunk plus branch',
+        outcome,
+        {
+            "keras<2.13": "works: trunk_dense loaded, trunk_bn loaded, trunk_output loaded; "
+            "says nothing",
+            "keras>=2.13,<3": "works: trunk_dense loaded, trunk_bn loaded, trunk_output kept; "
+            "says UserWarning: Could not load weights in object",
             "keras>=3,<3.11": "ValueError: Invalid keyword arguments",
             "keras>=3.11": "ValueError: `by_name` only supports loading legacy '.h5'",
         },

@@ -11,15 +11,16 @@ from tensorflow import keras
 from conftest import KERAS_MAJOR, outcome_of
 from recipes.load_weights_by_name import LoadReport, load_weights_by_name
 from tests.fixtures.make_keras2_fixtures import SubclassedModel, fixture_values
+from tests.keras_said import outcome_and_said, weight_status
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
 KERAS2_FUNCTIONAL = FIXTURES / "keras2_functional_weights.h5"
 KERAS2_SUBCLASSED = FIXTURES / "keras2_subclassed_weights.h5"
 
 
-def trunk_model(head_units=2, extra_layer=False, name="trunk_model"):
-    """Input (4,) -> Dense "features" (5) [-> Dense "extra" (5)] -> Dense "head"."""
-    inputs = keras.Input((4,), name="x")
+def trunk_model(head_units=2, extra_layer=False, name="trunk_model", input_dim=4):
+    """Input (input_dim,) -> Dense "features" (5) [-> Dense "extra" (5)] -> Dense "head"."""
+    inputs = keras.Input((input_dim,), name="x")
     hidden = keras.layers.Dense(5, name="features")(inputs)
     if extra_layer:
         hidden = keras.layers.Dense(5, name="extra")(hidden)
@@ -211,6 +212,116 @@ def test_keras_load_into_an_unbuilt_subclassed_model_by_name(version_split):
     )
 
 
+# --- skip_mismatch=True, as keras-yolo3 calls it ---------------------------------------------
+
+SKIP_MESSAGES = (
+    "Skipping loading weights for layer #1 (named features)",
+    "Skipping loading top-level weights",
+    "Could not load weights in object",
+)
+
+
+def skip_mismatch_target():
+    """features takes 3 inputs, not 4 (its kernel differs, its bias fits); "extra" is not in
+    the file; head fits."""
+    return randomized(trunk_model(extra_layer=True, input_dim=3), seed=2)
+
+
+def statuses(target, before, saved):
+    """{layer: "loaded" / "kept" / "partly loaded"}; `saved` maps a layer name to its arrays."""
+    return {
+        name: weight_status(weights_of(target, name), before[name], saved.get(name, [None] * 2))
+        for name in ("features", "extra", "head")
+    }
+
+
+@pytest.mark.parametrize("kind", ["full-model .h5", "Keras 2.15 weights .h5"])
+def test_keras_skip_mismatch_on_a_legacy_h5_skips_weight_by_weight(kind, tmp_path, version_split):
+    """A layer whose kernel does not fit but whose bias does gets the file's bias: half loaded."""
+    if kind == "full-model .h5":
+        source = randomized(trunk_model(), seed=1)
+        path = tmp_path / "m.h5"
+        source.save(str(path))
+        saved = {name: weights_of(source, name) for name in ("features", "head")}
+    else:
+        path = KERAS2_FUNCTIONAL
+        saved = {"features": [None, fixture_values((5,), 1)]}
+        saved["head"] = [fixture_values((5, 2), 2), fixture_values((2,), 3)]
+    target = skip_mismatch_target()
+    before = {name: weights_of(target, name) for name in ("features", "extra", "head")}
+    outcome, said = outcome_and_said(
+        lambda: target.load_weights(str(path), by_name=True, skip_mismatch=True),
+        said_fragments=SKIP_MESSAGES,
+    )
+    assert outcome == "works"
+    assert statuses(target, before, saved) == {
+        "features": "partly loaded",
+        "extra": "kept",
+        "head": "loaded",
+    }
+    kernel, bias = weights_of(target, "features")
+    np.testing.assert_array_equal(kernel, before["features"][0])
+    np.testing.assert_array_equal(bias, saved["features"][1])
+    version_split(
+        f"load_weights({kind}, by_name=True, skip_mismatch=True): what Keras says of the "
+        "features kernel it skips",
+        said,
+        {
+            "keras<3": "logged: Skipping loading weights for layer #1 (named features)",
+            "keras>=3,<3.8": "UserWarning: Skipping loading top-level weights, "
+            "UserWarning: Skipping loading weights for layer #1 (named features)",
+            "keras>=3.8": "UserWarning: Skipping loading weights for layer #1 (named features)",
+        },
+    )
+
+
+@pytest.mark.parametrize("suffix", ["keras", "weights.h5"])
+def test_keras_skip_mismatch_does_not_make_by_name_work_on_keras_or_weights_h5(
+    suffix, tmp_path, version_split
+):
+    """Keras 2 still loads by position: "head", in the file under that name and shape, gets
+    nothing, and "extra", at the file head's position, is skipped with a warning."""
+    source = randomized(trunk_model(), seed=1)
+    path = tmp_path / f"m.{suffix}"
+    if suffix == "keras":
+        source.save(str(path))
+    else:
+        source.save_weights(str(path))
+    target = randomized(trunk_model(extra_layer=True), seed=2)
+    before = {name: weights_of(target, name) for name in ("features", "extra", "head")}
+    outcome, said = outcome_and_said(
+        lambda: target.load_weights(str(path), by_name=True, skip_mismatch=True),
+        ["Invalid keyword arguments", "`by_name` only supports loading legacy '.h5'"],
+        SKIP_MESSAGES,
+    )
+    if outcome == "works":
+        loaded = statuses(
+            target, before, {name: weights_of(source, name) for name in ("features", "head")}
+        )
+        outcome = ", ".join(f"{name} {status}" for name, status in loaded.items())
+        outcome = f"works: {outcome}; says {said}"
+    else:
+        assert said == "nothing"
+        for name, arrays in before.items():
+            assert weight_status(weights_of(target, name), arrays, [None] * 2) == "kept"
+    by_position = (
+        "works: features loaded, extra kept, head kept; "
+        "says UserWarning: Could not load weights in object"
+    )
+    version_split(
+        f"load_weights('m.{suffix}', by_name=True, skip_mismatch=True) into a bigger model",
+        outcome,
+        {
+            "keras<2.13": "works: features loaded, extra kept, head loaded; says nothing"
+            if suffix == "keras"
+            else by_position,
+            "keras>=2.13,<3": by_position,
+            "keras>=3,<3.11": "ValueError: Invalid keyword arguments",
+            "keras>=3.11": "ValueError: `by_name` only supports loading legacy '.h5'",
+        },
+    )
+
+
 # --- What a .weights.h5 records ------------------------------------------------------------
 
 
@@ -378,6 +489,28 @@ def test_helper_shape_mismatch_names_the_layer_and_both_shapes_and_changes_nothi
     assert report == LoadReport(["features"], ["head"], [])
     assert_layer_equal(target, source, "features")
     np.testing.assert_array_equal(target.get_layer("head").get_weights()[0], before[2])
+
+
+@pytest.mark.parametrize("suffix", ["h5", "keras"])
+def test_helper_skip_mismatch_leaves_a_layer_whole(suffix, tmp_path, observe):
+    """Where Keras' skip_mismatch gives features the file's bias and keeps its kernel, the
+    helper keeps both, and says so in the report."""
+    source = randomized(trunk_model(), seed=1)
+    path = tmp_path / f"m.{suffix}"
+    source.save(str(path))
+    target = skip_mismatch_target()
+    before = {name: weights_of(target, name) for name in ("features", "extra", "head")}
+    report = load_weights_by_name(target, path, skip_mismatch=True)
+    assert report == LoadReport(loaded=["head"], skipped=["features"], unmatched=["extra"])
+    assert statuses(target, before, {"head": weights_of(source, "head")}) == {
+        "features": "kept",
+        "extra": "kept",
+        "head": "loaded",
+    }
+    observe(
+        "load_weights_by_name(skip_mismatch=True), features' kernel mismatched, bias fitting",
+        "features kept whole and reported skipped, head loaded",
+    )
 
 
 def test_helper_refuses_an_unbuilt_model(tmp_path):
