@@ -8,6 +8,7 @@ so a user can copy one file into a project. ``python -m recipes`` lists them and
 import ast
 import importlib.metadata
 import pathlib
+import textwrap
 
 PACKAGE_DIR = pathlib.Path(__file__).parent
 
@@ -25,18 +26,33 @@ def header_fields(name):
     """Parses a recipe's header docstring into {field: text} without importing it."""
     source = (PACKAGE_DIR / f"{name}.py").read_text()
     docstring = ast.get_docstring(ast.parse(source)) or ""
-    fields, current = {}, None
+    lines_of, current = {}, None
     for line in docstring.splitlines():
         label, colon, rest = line.partition(":")
         if colon and not line.startswith(" ") and label in HEADER_FIELDS + OPTIONAL_FIELDS:
             current = label
-            fields[current] = rest.strip()
+            lines_of[current] = [rest.strip()]
         elif current is not None:
-            fields[current] = (fields[current] + "\n" + line).strip()
-    return fields
+            lines_of[current].append(line)
+    # The lines under a label lose their common indent only, so code in "In short" keeps its
+    # own indentation.
+    return {
+        label: (lines[0] + "\n" + textwrap.dedent("\n".join(lines[1:]))).strip()
+        for label, lines in lines_of.items()
+    }
 
 
-HEADER_FIELDS = ("Title", "Problem", "Recipe", "Pitfalls", "Versions", "Sources", "Run")
+HEADER_FIELDS = (
+    "Title",
+    "In short",
+    "Problem",
+    "Recipe",
+    "Pitfalls",
+    "Versions",
+    "Sources",
+    "See also",
+    "Run",
+)
 # Speed: ratios measured side by side by a script in benchmarks/, with stack and machine.
 OPTIONAL_FIELDS = ("Speed",)
 

@@ -1,5 +1,14 @@
 """Title: A compiled train step that traces once, optionally k optimizer steps per call.
 
+In short:
+    step = make_train_step(model, keras.losses.MeanSquaredError(), optimizer)  # builds optimizer
+    for x, y in dataset:
+        loss = step(x, y)  # tensors, not Python floats: at most two traces over batch sizes
+    iterator_step = make_iterator_train_step(model, loss_fn, optimizer, steps_per_call=4)
+    iterator = iter(dataset.repeat())
+    loss = iterator_step(iterator)  # 4 optimizer steps in one call, one trace
+    # Your own tf.function: input_signature=[tf.TensorSpec([None, 4]), tf.TensorSpec([None, 1])]
+
 Problem: A GradientTape loop run eagerly is several times slower than `fit`, so it goes under
 `tf.function`. Then it retraces silently: once per Python number it is called with, once per
 new batch size, and once more in the first call when the optimizer creates its slot
@@ -70,6 +79,12 @@ Speed: benchmarks/training_loops.py, measured 2026-11-26 on a 2-core AMD EPYC CP
     gains a few percent; k steps per call gains about 1.2x, as `fit`'s own
     steps_per_execution does. An eager tape loop runs at 0.13-0.28x `fit`, and Keras 3.0's
     `train_on_batch` retraces on every call in that run (0.04x).
+
+See also:
+    - training_apis: every training route to the same weights
+    - tensor_ops: print() and tracing inside a tf.function
+    - tf_data_pipeline: a tf.data pipeline to feed the iterator step
+    - distributed_custom_loop: the same tape step on several replicas
 
 Run: python -m recipes.compiled_train_step
 """

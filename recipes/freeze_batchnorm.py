@@ -1,5 +1,12 @@
 """Title: Freeze BatchNormalization layers for fine-tuning, on every Keras.
 
+In short:
+    freeze_batchnorm(model)  # layer.trainable = False on every BN layer, nested models too
+    model.compile(optimizer="adam", loss="mse")  # compile after every change of trainable
+    # Not BatchNormalization(trainable=False): Keras 3.0 and 3.1 still train gamma and beta.
+    # Freezing a trunk? Freeze its BN too: freeze_trunk(trunk), BN included by default.
+    # In a tape loop call model(x, training=True): a frozen BN stays in inference mode.
+
 Problem: Fine-tuning a pretrained trunk with BatchNormalization (BN) should leave its
 gamma, beta and moving statistics alone. There are three ways to "freeze" a BN layer and
 they freeze different things: `BatchNormalization(trainable=False)` at construction (the
@@ -51,6 +58,11 @@ Sources: Keras guide "Transfer learning & fine-tuning" (keras.io/guides/transfer
     construction ignored on Keras 3.1); keras-team/keras#20285 (fit's training=True overrides
     a functional model's training=False); qubvel/segmentation_models `freeze_model` ("Set all
     layers non trainable, excluding BatchNormalization layers"); recipes/training_apis.py.
+
+See also:
+    - freeze_layers: freeze by name, compile after the change
+    - branch_finetune: a frozen trunk with BN stays bit-identical
+    - training_apis: training=True in tape loops
 
 Run: python -m recipes.freeze_batchnorm
 """

@@ -1,5 +1,13 @@
 """Title: train_on_batch converges, GradientTape doesn't: labels (N,) against predictions (N, 1).
 
+In short:
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)  # shape (N, 1)
+        y_true = tf.reshape(y_true, tf.shape(y_pred))  # (N,) labels would broadcast to (N, N)
+        loss = tf.reduce_mean(tf.square(y_pred - y_true))
+    # Or refuse the mismatch: assert_same_shape(y_true, y_pred) raises a ValueError;
+    # or use loss = mean_squared_error_aligned(y_true, y_pred).
+
 Problem: A regression model ends in `Dense(1)`, so it predicts shape (N, 1), while the labels
 are a flat vector of shape (N,). `model.compile(loss="mse")` and `train_on_batch` learn the
 target, but the same data in a hand-written GradientTape loop with
@@ -50,6 +58,11 @@ keras-team/keras#14627 (labels broadcast to [404, 404]); keras-team/keras#22596 
 keras-team/keras#22617 (train_on_batch returned a cumulative loss); TensorFlow API docs,
 tf.keras.losses.MeanSquaredError; TensorFlow guide "Basic training loops"; Keras guide
 "Writing a training loop from scratch".
+
+See also:
+    - training_apis: a tape loop that drifts from fit (training=True, model.losses)
+    - wing_loss: a Loss subclass meets the same (N,) against (N, 1) on Keras 3
+    - compiled_train_step: the tape step under tf.function, matching fit
 
 Run: python -m recipes.loss_shape_pitfall
 """

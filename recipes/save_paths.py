@@ -1,5 +1,14 @@
 """Title: File names for model.save, save_weights and ModelCheckpoint that work on every Keras.
 
+In short:
+    model.save("model.keras")  # save_path("model")
+    model.save_weights("model.weights.h5")  # save_path("weights")
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        "ckpts/ckpt-{epoch:02d}.weights.h5", save_weights_only=True
+    )  # save_path("checkpoint", "ckpts")
+    model.fit(x, y, epochs=..., callbacks=[checkpoint])
+    model.load_weights(latest_checkpoint("ckpts"))  # not tf.train.latest_checkpoint
+
 Problem: The path decides the format. Keras 2 turns a bare name into a SavedModel
 directory or a TF checkpoint and honours `save_format=`; Keras 3 refuses both, refuses
 `save_weights("w.h5")`, and its `ModelCheckpoint` refuses most of the names Keras 2
@@ -52,6 +61,11 @@ Versions:
 Sources: Keras guide "Save, serialize, and export models"; Keras API "ModelCheckpoint";
 keras-team/keras-io#1844; keras-team/keras-io#1568; tensorflow/tensorflow#74342;
 keras-team/keras#20561.
+
+See also:
+    - save_load_custom_objects: load what you saved, custom objects included
+    - resume_after_crash: checkpoints to resume an interrupted fit
+    - load_weights_by_name: a .weights.h5 loads by position, not name
 
 Run: python -m recipes.save_paths
 """

@@ -1,5 +1,11 @@
 """Title: One batch dataset class for keras.utils.Sequence (Keras 2) and PyDataset (Keras 3).
 
+In short:
+    DatasetBase = getattr(keras.utils, "PyDataset", keras.utils.Sequence)  # Keras 3, Keras 2
+    dataset = ArrayDataset(images, labels, batch_size=32, shuffle_seed=0, workers=2)
+    # workers goes to the dataset on Keras 3 and to fit on Keras 2: fit_kwargs() picks.
+    model.fit(dataset, epochs=10, shuffle=False, **dataset.fit_kwargs())
+
 Problem: A `keras.utils.Sequence` serves batch `i` on request, so Keras can fetch batches in
 worker threads and knows the epoch's length. Keras 3 renamed it `PyDataset` and moved the
 loader options: Keras 2 takes `workers`, `use_multiprocessing` and `max_queue_size` in
@@ -55,6 +61,11 @@ Speed: benchmarks/input_pipelines.py, tf221 (TF 2.21, Keras 3.15), 2026-11-26, 2
     as fast as tf.data; with zero cost only 0.49-0.51x the in-memory arrays, as each batch
     is assembled in Python and handed over between threads (table in
     recipes/tf_data_pipeline.py).
+
+See also:
+    - generator_dataset: a plain Python generator with steps_per_epoch
+    - tf_data_pipeline: parallel input without Python worker threads
+    - torch_dataloader: a PyTorch DataLoader fed to Keras
 
 Run: python -m recipes.sequence_dataset
 """

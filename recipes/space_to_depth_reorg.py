@@ -1,5 +1,11 @@
 """Title: YOLO "reorg" layers: tf.nn.space_to_depth, and darknet's own [reorg].
 
+In short:
+    passthrough = Reorg(block_size=2)(fine_features)  # not tf.nn.space_to_depth on keras.Input
+    # Weights trained by darknet's [reorg]: DarknetReorg(stride=2)(fine_features) instead.
+    with keras.utils.custom_object_scope({"Reorg": Reorg, "DarknetReorg": DarknetReorg}):
+        model = keras.models.load_model("yolo.keras")  # .keras or legacy .h5, every stack
+
 Problem: YOLOv2's passthrough ("reorg") layer moves each 2x2 block of a fine feature map into
 channels, so it can be concatenated with a coarser map. The Keras ports (YAD2K, keras-yolo2)
 call `tf.nn.space_to_depth` for it: on a functional `keras.Input` that one line worked on
@@ -72,6 +78,12 @@ src/parser.c, src/reorg_layer.c ([reorg3d]) and src/reorg_old_layer.c ([reorg]);
 thtrieu/darkflow#173, AlexeyAB/darknet#489, opencv/opencv#9705 and #12403 (darknet's reorg
 against space_to_depth); keras-team/keras#20751 (CVE-2025-1550: from Keras 3.9,
 `load_model` imports only Keras' own modules).
+
+See also:
+    - save_load_custom_objects: any custom layer that saves, then fails to load
+    - custom_layer_config: a get_config that saves and loads
+    - tensor_ops: other TensorFlow functions on a keras.Input under Keras 3
+    - safe_model_loading: why a Lambda layer is refused when loading
 
 Run: python -m recipes.space_to_depth_reorg
 """

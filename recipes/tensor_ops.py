@@ -1,5 +1,12 @@
 """Title: Squeeze, concatenate and print tensor values on every TF/Keras stack.
 
+In short:
+    inputs = keras.Input((3, 1))
+    squeezed = keras.layers.Reshape((3,))(inputs)  # not tf.squeeze on a keras.Input (Keras 3)
+    joined = keras.layers.Concatenate(axis=1)([squeezed, squeezed])  # not tf.concat
+    values = squeeze_axis(tensor, axis=2)  # ValueError naming the axis if its size is not 1
+    tf.print("inside tf.function:", tensor)  # print() runs only while tracing; .numpy() fails
+
 Problem: Dropping a size-1 axis or joining tensors can be written with `keras.backend`,
 `tf.squeeze` / `tf.concat`, the `Reshape` / `Concatenate` layers or Keras 3's `keras.ops`.
 Which of these exist, which error a bad axis raises and which accept a `keras.Input` change
@@ -62,6 +69,11 @@ attribute 'numpy'" in graph code); keras-team/keras#13396 (`K.get_value` when no
 eagerly); keras-team/keras#20430 (`Concatenate` IndexError on tensors with several size-1
 axes, reported on 3.6); `Concatenate.build` and the TensorFlow backend's `squeeze` in the
 Keras 3.0.5, 3.1.0, 3.6.0 and 3.7.0 sources.
+
+See also:
+    - space_to_depth_reorg: a TensorFlow op wrapped in a layer for Keras 3
+    - loss_shape_pitfall: a size-1 axis that silently broadcasts in a loss
+    - compiled_train_step: retracing on Python numbers and new batch sizes
 
 Run: python -m recipes.tensor_ops
 """

@@ -1,5 +1,17 @@
 """Title: A tf.data input pipeline: parallel map, shuffle, cache, prefetch, same samples as before.
 
+In short:
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE)  # deterministic work, cached below
+        .cache()  # after decode, before any random step
+        .shuffle(len(images), seed=0, reshuffle_each_iteration=True)
+        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)  # random: runs every epoch
+        .batch(32)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    # numpy in map: tf.ensure_shape(tf.numpy_function(f, [image], tf.float32), shape)
+
 Problem: A Python generator feeds fit one batch at a time, its per-sample work on one core,
 while the model waits. tf.data runs the per-sample work in parallel and prepares the next batches
 while the model trains, but each stage has a rule: `from_generator` needs an
@@ -75,6 +87,11 @@ Speed: benchmarks/input_pipelines.py, tf221 (TF 2.21, Keras 3.15), 2026-11-26, o
     in 2 threads than in 1 during these runs, and the model's steps take the rest. With
     zero cost a per-sample `numpy_function` costs more than the sample's work, so map
     whole batches (`batch_map`): then tf.data beats Keras' own array feed.
+
+See also:
+    - generator_dataset: the generator it reproduces sample for sample
+    - sequence_dataset: a PyDataset with worker threads
+    - deterministic_training: op determinism and parallel maps
 
 Run: python -m recipes.tf_data_pipeline
 """

@@ -1,5 +1,11 @@
 """Title: Feed a PyTorch DataLoader to Keras: NCHW to NHWC, train_on_batch, a tape loop, fit.
 
+In short:
+    # numpy_batches: tensor.detach().cpu().numpy(), then np.transpose(images, (0, 2, 3, 1))
+    model.fit(numpy_batches(loader), steps_per_epoch=len(loader), epochs=...)
+    for images, labels in numpy_batches(loader, epochs=1):  # NHWC numpy batches
+        model.train_on_batch(images, labels)  # or a make_tape_step(...) step
+
 Problem: The field notes load data with a PyTorch `DataLoader` (torchvision-style datasets
 give channels-first NCHW tensors) and train a Keras model, which expects channels-last NHWC
 arrays. Each batch has to become numpy and be transposed, and the loop that feeds
@@ -42,6 +48,12 @@ Sources: PyTorch docs "torch.utils.data" (DataLoader, TensorDataset); keras.io "
 training APIs" (fit: x may be a torch DataLoader on Keras 3); keras-team/keras source
 `trainers/data_adapters/__init__.py` (`get_data_adapter`, "Unrecognized data type") and
 `torch_data_loader_adapter.py`; PyTorch "Get started" (CPU wheels from the PyTorch index).
+
+See also:
+    - generator_dataset: a Python generator for fit, steps_per_epoch
+    - sequence_dataset: a batch dataset class fit accepts
+    - port_pytorch_weights: bring the PyTorch model's weights too
+    - training_apis: fit, train_on_batch and tape loops agree
 
 Run: python -m recipes.torch_dataloader
 """

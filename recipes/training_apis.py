@@ -1,5 +1,17 @@
 """Title: Train one model by every Keras route and end with the same weights.
 
+In short:
+    with tf.GradientTape() as tape:
+        predictions = model(x, training=True)  # BatchNormalization and Dropout train
+        loss = loss_fn(y, predictions)
+        if model.losses:
+            loss = loss + tf.add_n(model.losses)  # the regularization fit adds for you
+    gradients = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    model.fit(generator, steps_per_epoch=steps, epochs=1, shuffle=False)  # no fit_generator
+    model.reset_metrics()  # Keras 3.0 to 3.14: else train_on_batch reports a running mean
+    batch_loss = model.train_on_batch(x, y)
+
 Problem: Keras trains a model through `fit` on arrays, `fit` on a Python generator, the old
 `fit_generator`, a `train_on_batch` loop, or a hand-written `tf.GradientTape` loop, eager or
 under `tf.function`. With the same start, the same batches and plain SGD they should all land on
@@ -53,6 +65,11 @@ updates in a GradientTape loop need training=True); hunglc007/tensorflow-yolov4-
 (kernel regularizers silently unused by a GradientTape loss); keras-team/keras#22617
 (train_on_batch and test_on_batch returned a cumulative loss). The compiled step and the speed
 of each route: recipes/compiled_train_step.py.
+
+See also:
+    - loss_shape_pitfall: a tape loop that does not converge
+    - compiled_train_step: the tape step compiled, traced once, and its speed
+    - generator_dataset: a generator for fit now that fit_generator is gone, inputs as a tuple
 
 Run: python -m recipes.training_apis
 """

@@ -1,5 +1,12 @@
 """Title: Wing loss for landmark regression, as a function and as a saveable Keras loss.
 
+In short:
+    model.compile(optimizer="adam", loss=WingLoss(w=10.0, epsilon=2.0))
+    model.fit(images, landmarks, epochs=10)  # landmarks shaped like the output, e.g. (N, 1)
+    loss = wing_loss(y_true, model(x, training=True))  # in a GradientTape loop
+    model.save("landmarks.keras")
+    model = keras.models.load_model("landmarks.keras", custom_objects={"WingLoss": WingLoss})
+
 Problem: Facial landmark regressors trained with L2 or L1 pay little attention to the
 small and medium errors that decide localisation quality. Wing loss (Feng et al., CVPR
 2018) is logarithmic for |x| < w and linear beyond, and the constant C that joins the
@@ -79,6 +86,10 @@ Sources: Feng et al., "Wing Loss for Robust Facial Landmark Localisation with
     tensorflow/tensorflow#62399 (`tf.math.log` of a float32 subnormal returns -inf);
     keras-team/keras#20751 (CVE-2025-1550: Keras 3.9 stops importing arbitrary modules);
     `keras.saving.load_model` source, Keras 3.2 and 3.3 (the `.h5` branch's arguments).
+
+See also:
+    - loss_shape_pitfall: (N,) targets against (N, 1) outputs broadcast silently
+    - save_load_custom_objects: custom losses and layers in every file format
 
 Run: python -m recipes.wing_loss
 """

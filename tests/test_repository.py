@@ -47,21 +47,71 @@ def imports_of(path):
             yield module.partition(".")[0] or ".", id(node) in guarded
 
 
+@pytest.mark.stack_independent
 def test_there_are_recipes():
     assert "space_to_depth_reorg" in RECIPES and "tensor_ops" in RECIPES
 
 
+@pytest.mark.stack_independent
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_has_a_test_module(name):
     assert (ROOT / "tests" / f"test_{name}.py").is_file()
 
 
-@pytest.mark.parametrize("name", RECIPES)
-def test_every_recipe_has_a_readme_index_row(name):
+def readme_index_lines():
+    """The README's index: one `- [name](docs/recipes/name.md): ...` line per recipe."""
     readme = (ROOT / "README.md").read_text()
-    assert f"| [{name}](recipes/{name}.py) |" in readme
+    return [
+        line for line in readme.splitlines() if line.startswith("- [") and "](docs/recipes/" in line
+    ]
 
 
+@pytest.mark.stack_independent
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_has_exactly_one_short_readme_index_line(name):
+    lines = [
+        line
+        for line in readme_index_lines()
+        if line.startswith(f"- [{name}](docs/recipes/{name}.md): ")
+    ]
+    assert len(lines) == 1
+    assert len(lines[0]) <= 250, f"{len(lines[0])} characters"
+    assert "Search: `" in lines[0], "the line gives the words a user searches for"
+
+
+@pytest.mark.stack_independent
+def test_every_readme_index_line_names_a_recipe():
+    named = [line.partition("](")[0].removeprefix("- [") for line in readme_index_lines()]
+    assert sorted(named) == RECIPES
+
+
+@pytest.mark.stack_independent
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_has_a_page_and_the_page_links_its_file(name):
+    page = ROOT / "docs" / "recipes" / f"{name}.md"
+    assert page.is_file(), "run tox -p, then tox -e matrix"
+    assert f"](../../recipes/{name}.py)" in page.read_text()
+
+
+@pytest.mark.stack_independent
+@pytest.mark.parametrize("name", RECIPES)
+def test_in_short_is_at_most_ten_lines_of_python(name):
+    code = header_fields(name)["In short"]
+    assert len(code.splitlines()) <= 10
+    ast.parse(code)
+
+
+@pytest.mark.stack_independent
+@pytest.mark.parametrize("name", RECIPES)
+def test_see_also_links_name_other_recipes_with_a_reason(name):
+    entries = header_fields(name)["See also"].splitlines()
+    for entry in entries:
+        other, colon, why = entry.removeprefix("- ").partition(":")
+        assert entry.startswith("- ") and colon and why.strip(), f"not '- recipe: why': {entry!r}"
+        assert other in RECIPES and other != name, f"{other!r} is not another recipe"
+
+
+@pytest.mark.stack_independent
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_imports_only_stdlib_numpy_tensorflow_or_guarded_extras(name):
     for module, guarded in imports_of(ROOT / "recipes" / f"{name}.py"):
@@ -69,6 +119,7 @@ def test_every_recipe_imports_only_stdlib_numpy_tensorflow_or_guarded_extras(nam
         assert module in ALLOWED_IMPORTS or guarded, f"{name} imports {module} unguarded"
 
 
+@pytest.mark.stack_independent
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_has_every_header_field(name):
     fields = header_fields(name)
@@ -86,6 +137,7 @@ def test_every_recipe_demo_runs_and_prints(name):
     assert printed.getvalue().strip()
 
 
+@pytest.mark.stack_independent
 def test_import_checker_catches_a_recipe_import_and_an_unguarded_extra(tmp_path):
     """The rule above can fail: it sees sibling imports, third-party imports and guards.
 
@@ -113,6 +165,7 @@ def test_import_checker_catches_a_recipe_import_and_an_unguarded_extra(tmp_path)
     ]
 
 
+@pytest.mark.stack_independent
 def test_python_m_recipes_lists_each_recipe_on_one_line_with_its_title(capsys):
     assert recipes_main([]) == 0
     lines = capsys.readouterr().out.splitlines()
