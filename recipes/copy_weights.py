@@ -1,5 +1,14 @@
 """Title: Copy weights between layers and models: get/set_weights, clone_model, and by name.
 
+In short:
+    target_layer.set_weights(source_layer.get_weights())  # layers built alike; copies values
+    clone = keras.models.clone_model(model)  # fresh initial weights, not the trained ones
+    clone.set_weights(model.get_weights())  # now the trained weights, exactly
+    clone.compile(optimizer="adam", loss="mse")  # clone_model compiles it on Keras 3.9+ only
+    report = copy_weights_by_name(source, target)  # other structure: by name, nested layers too
+    print(report.copied, report.mismatched, report.missing)
+    copy_weights_by_name(source, target, skip_mismatch=True)  # skip shape mismatches, not raise
+
 Problem: Reusing trained layers in another model is `target.set_weights(source.get_weights())`
 when the two are built alike. When they are not (a trunk nested in a Sequential block, a new
 head, layers in another order), copying by position puts weights in the wrong place or fails
@@ -34,8 +43,9 @@ Pitfalls:
 
 Versions:
     - Keras 2 (tf-keras included) and Keras 3.0 to 3.8: the clone of a compiled model is not
-      compiled. Keras 3.9 and later compile it from the original's compile config, with a
-      new optimizer object.
+      compiled. Keras 3.9 and later compile it from the original's compile config: equal
+      loss and metrics entries in `get_compile_config()`, and a new optimizer object of the
+      same class and config (its name aside).
     - Keras 3.5 only: `keras.Sequential([keras.Sequential([...], name="inner")])` without an
       input shape raises ValueError "has no defined input shape yet" at construction; 3.4
       and earlier, and 3.6 and later, build it. Start the inner block with `keras.Input`.
@@ -44,6 +54,12 @@ Sources: Keras API docs "clone_model" and "Layer weights APIs" (`get_weights`,
     `set_weights`); Keras guide "Transfer learning & fine-tuning"; keras-team/keras#16668
     (clone_model does not copy the trained weights: use set_weights); keras-team/keras#20888
     (Keras 3.9: clone_model keeps the compile config, fixing #20884).
+
+See also:
+    - load_weights_by_name: the same copy by name from a file
+    - branch_finetune: a pretrained trunk loaded by layer name
+    - model_building_styles: nested layers and unbuilt subclassed models
+    - port_pytorch_weights: weights from a PyTorch model
 
 Run: python -m recipes.copy_weights
 """

@@ -1,5 +1,17 @@
 """Title: Grouped convolution: Conv2D(groups=g), a split-convolve-concatenate fallback, depthwise.
 
+In short:
+    grouped = keras.layers.Conv2D(64, 3, groups=4)  # PyTorch Conv2d(16, 64, 3, groups=4); CPU too
+    grouped(x)  # x: (N, H, W, 16); channels and filters must divide by groups
+    split = GroupedConv2D(64, 3, groups=4)  # the same numbers as one Conv2D per group
+    split.build(x.shape)
+    split.set_weights(grouped_to_split_weights(grouped.get_weights(), groups=4))
+    per_channel = keras.layers.Conv2D(32, 3, groups=16)  # groups == channels: depthwise
+    per_channel(x)
+    depthwise = keras.layers.DepthwiseConv2D(3, depth_multiplier=2)
+    depthwise.build(x.shape)
+    depthwise.set_weights(grouped_to_depthwise_weights(per_channel.get_weights(), channels=16))
+
 Problem: ResNeXt, RegNet, ShuffleNet and PyTorch models ported to Keras use grouped
 convolutions (PyTorch's `Conv2d(groups=g)`). Old Keras had no `groups` argument (field notes:
 "TypeError: Keyword argument not understood: groups"), and old TensorFlow refused a grouped
@@ -26,7 +38,8 @@ Recipe:
 Pitfalls:
     - With mapped weights the three forms give the same outputs and the same gradients with
       respect to the input and to every kernel (the grouped kernel's gradient, split or
-      reshaped the same way, is the other form's gradient), within 1e-5 in float32.
+      reshaped the same way, is the other form's gradient), within 1e-5 + 1e-5 * |value| in
+      float32 (absolute and relative tolerance 1e-5 each).
     - Keras checks divisibility itself: filters not divisible by groups raise ValueError
       "The number of filters must be evenly divisible by the number of groups" at
       construction; input channels not divisible, ValueError "The number of input
@@ -34,9 +47,14 @@ Pitfalls:
       `keras.Input` as on an array. `tf.nn.conv2d` with a kernel whose input depth does not
       divide the channels raises only when it runs, InvalidArgumentError "input depth must
       be evenly divisible by filter depth".
-    - `groups` is an argument of Conv2D only: Dense and other layers without it refuse it,
-      TypeError "Keyword argument not understood" on Keras 2 (the field notes' message) and
-      ValueError "Unrecognized keyword arguments" on Keras 3.
+    - Conv1D and Conv3D take `groups` too, on every stack and on CPU: a PyTorch
+      `Conv1d(groups=g)` or `Conv3d(groups=g)` ports to `Conv1D(groups=g)` or
+      `Conv3D(groups=g)` with no split fallback. Their output equals a numpy transcription
+      of the grouped convolution (same tolerance), eagerly, in a `tf.function` and under
+      `jit_compile=True`.
+    - Dense has no `groups` and refuses it: TypeError "Keyword argument not understood" on
+      Keras 2 (the field notes' message) and ValueError "Unrecognized keyword arguments" on
+      Keras 3.
 
 Versions:
     - All five stacks (TensorFlow 2.12 to 2.21, Keras 2.12, 2.15, tf-keras 2.21, Keras 3.0
@@ -54,12 +72,18 @@ Versions:
       config stores groups=1, and Keras 3's `from_config` refuses such a config with
       TypeError "Unrecognized keyword arguments".
 
-Sources: Keras API docs "Conv2D layer" and "DepthwiseConv2D layer" (keras.io/api/layers/
-    convolution_layers); TensorFlow API docs "tf.nn.conv2d" and "tf.split";
+Sources: Keras API docs "Conv1D layer", "Conv2D layer", "Conv3D layer" and
+    "DepthwiseConv2D layer" (keras.io/api/layers/convolution_layers); TensorFlow API docs
+    "tf.nn.conv2d" and "tf.split";
     tensorflow/tensorflow#29005 (grouped convolutions only on GPU),
     tensorflow/tensorflow#53631 ("Fused conv implementation does not support grouped
-    convolutions"), tensorflow/tensorflow#51825 and keras-team/keras#15162 (grouped
-    convolutions failing on CPU, TensorFlow 2.5 and 2.6).
+    convolutions"), tensorflow/tensorflow#51825 (grouped convolutions failing on CPU only,
+    TensorFlow 2.5); keras-team/keras#15162 and tensorflow/tensorflow#51461 (`fit` with
+    `Conv2D(groups=4)` failing on CPU and on GPU in TensorFlow 2.6, a regression from 2.5).
+
+See also:
+    - port_pytorch_weights: PyTorch grouped and depthwise kernels to Keras
+    - save_load_custom_objects: save and load a model holding GroupedConv2D
 
 Run: python -m recipes.grouped_conv
 """

@@ -1,5 +1,15 @@
 """Title: One model built three ways (Functional, Sequential, subclassed), and its nested layers.
 
+In short:
+    inputs = keras.Input((4,))  # two heads on one trunk: Functional or subclassed, not Sequential
+    features = keras.layers.Dense(8, activation="relu")(inputs)
+    heads = [keras.layers.Dense(2)(features), keras.layers.Dense(1)(features)]
+    two_heads = keras.Model(inputs, heads)
+    model = MySubclassedModel()  # a subclassed model has no weights until it is called
+    build_and_load_weights(model, "model.weights.h5", sample_batch)  # calls it, then loads
+    freeze_by_name(model, ["block_dense"])  # finds nested layers, which model.layers misses
+    model.compile(optimizer="adam", loss="mse")  # compile after freezing
+
 Problem: The same network can be written as a `keras.Sequential` stack, a Functional graph or
 a `keras.Model` subclass. The three give the same numbers once they hold the same weights,
 but they differ where it hurts: Sequential cannot branch into two heads, a subclassed model
@@ -58,6 +68,11 @@ Sources: Keras guides "The Sequential model" (keras.io/guides/sequential_model/:
     "Training checkpoints" (deferred restoration); keras-team/keras#20530 (Keras 3.7: raise
     on `load_weights` into an unbuilt model); tensorflow/tensorflow#44240 (why a subclassed
     model must be built before `load_weights`).
+
+See also:
+    - freeze_layers: freeze nested layers by name
+    - load_weights_by_name: load weights into a model of another structure
+    - copy_weights: copy weights between models
 
 Run: python -m recipes.model_building_styles
 """

@@ -1,5 +1,15 @@
 """Title: Per-layer learning rates: a schedule for each group of layers, in tape loops and fit.
 
+In short:
+    classify, trunk = split_variables_by_layer_name(model, "classify")
+    optimizers = [keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-3)]  # one object per group
+    wrapped = PerGroupOptimizerModel(model, [trunk, classify], optimizers)
+    wrapped.compile(loss="mse")
+    wrapped.fit(x, y, epochs=10, callbacks=[GroupSchedules([trunk_schedule, classify_schedule])])
+    # Or in a tape loop: set each group's rate every epoch, then one step for all groups.
+    set_group_learning_rates(optimizers, [trunk_schedule, classify_schedule], epoch)
+    train_step_per_group(model, loss_fn, x, y, [trunk, classify], optimizers)
+
 Problem: The notes end with an open question: "if different layers have different
 learning-rate schedules, how do I set them?". A Keras optimizer has one learning rate, and
 the obvious fix, one optimizer object called on one group of variables and then on
@@ -41,8 +51,9 @@ Versions:
     - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): reusing an optimizer on other variables
       raises KeyError "The optimizer cannot recognize variable"; Keras 3: ValueError
       "Unknown variable".
-    - Optimizers have `apply(gradients, variables)` on Keras 3 only; `apply_gradients` works
-      everywhere.
+    - Optimizers have `apply(gradients, variables)` on Keras 3 only (on Keras 2 it is an
+      AttributeError); where it exists it takes the same step as `apply_gradients`, which
+      works everywhere: plain SGD moves each variable by -learning_rate * gradient.
     - `Model.compute_loss` takes (x, y, y_pred, sample_weight) on Keras 2 and on Keras 3.2
       to 3.3; Keras 3.0 to 3.1 add `allow_empty`, 3.4 and later `training`. Passing the four
       positionally works on all of them.
@@ -59,6 +70,11 @@ Sources: TensorFlow guide "Customizing what happens in fit()" (tensorflow.org/gu
     happens in fit() with TensorFlow" (keras.io/guides/custom_train_step_in_tensorflow);
     the reuse errors as users met them: yzhao062/pyod#459 (KeyError),
     mrosol/Nonlincausality#12 (ValueError "Unknown variable").
+
+See also:
+    - lr_schedules: one schedule for the whole model, on every stack
+    - freeze_layers: a group that should not train at all
+    - compiled_train_step: the tape step in a tf.function
 
 Run: python -m recipes.per_layer_learning_rates
 """

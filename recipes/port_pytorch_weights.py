@@ -1,11 +1,25 @@
 """Title: Port a PyTorch model's weights to Keras: kernels, BatchNorm, padding and flatten order.
 
+In short:
+    state = {name: tensor.numpy() for name, tensor in torch_model.state_dict().items()}
+    conv.set_weights([conv_kernel_to_keras(state["conv.weight"], groups=1), state["conv.bias"]])
+    dw.set_weights([depthwise_kernel_to_keras(state["dw.weight"], channels=8), state["dw.bias"]])
+    bn = batchnorm_layer(*(state[f"bn.{key}"] for key in BATCHNORM_KEYS), eps=torch_bn.eps)
+    act = leaky_relu_layer(0.1)  # not keras.activations.relu(x, alpha=0.1): TypeError on Keras 3
+    dense = keras.layers.Dense(int(np.prod(shape)))  # a numpy integer fails from Keras 3.13
+    pad = keras.layers.ZeroPadding2D(1)  # then a "valid" Conv2D: PyTorch padding=1 is not "same"
+    fc.set_weights(linear_after_flatten_to_keras(state["fc.weight"], state["fc.bias"], c, h, w))
+    keras_outputs = keras_model(x_nchw.transpose(0, 2, 3, 1))  # Keras takes NHWC
+
 Problem: Rebuilding a PyTorch network as Keras layers and copying its `state_dict` in (as
 yolov5's `models/tf.py` does for TensorFlow/TFLite export) goes wrong in quiet ways: the
 outputs come out plausible but different. PyTorch stores convolution kernels as (out, in /
-groups, kh, kw) and images as NCHW, Keras as (kh, kw, in / groups, out) and NHWC; its
-BatchNorm epsilon is 1e-5 where Keras defaults to 1e-3; its `padding=1` at stride 2 is not
-TensorFlow's 'same'; and a Linear layer after a flatten expects the channels-first order.
+groups, kh, kw) and images as NCHW, Keras as (kh, kw, in / groups, out) and NHWC; each
+BatchNorm has its own `eps` (1e-5 by default, 1e-3 all through yolov5), which the state_dict
+leaves out and Keras' BatchNormalization sets to 1e-3 unless told; its `padding=1` at stride
+2 is not TensorFlow's 'same'; and a Linear layer after a flatten expects the channels-first
+order. yolov5's port also writes `keras.activations.relu(x, alpha=0.1)`, which Keras 3
+refuses.
 
 Recipe:
     1. Convert each array with numpy (the recipe needs no torch; pass
@@ -14,7 +28,9 @@ Recipe:
        ((C*m, 1, kh, kw) -> (kh, kw, C, m)), `batchnorm_to_keras` (weight, bias,
        running_mean, running_var -> gamma, beta, moving_mean, moving_variance) and
        `linear_to_keras` (weight transposed).
-    2. Give every BatchNormalization PyTorch's epsilon (`epsilon=1e-5`, BatchNorm2d.eps).
+    2. Give every BatchNormalization its module's eps, as yolov5's TFBN does with
+       `epsilon=w.eps`: `batchnorm_layer(*arrays, eps=module.eps)` builds the layer with
+       both (eps defaults to PyTorch's 1e-5, which yolov5 changes to 1e-3).
     3. Replace PyTorch's symmetric `padding=p` by `ZeroPadding2D(p)` and a 'valid'
        convolution, as yolov5's TFPad does.
     4. Before the first Linear after a flatten, either permute the Linear weight's input
@@ -22,12 +38,24 @@ Recipe:
        `Permute((3, 1, 2))` to NCHW before `Flatten`.
     5. Feed NHWC: `x_nchw.transpose(0, 2, 3, 1)`. `build_keras_port` does all of this for
        the example network (conv-BN-ReLU, grouped conv, depthwise conv, stride-2 padded
-       conv, average pooling, flatten, Linear).
+       conv, average pooling, flatten, Linear); pass it `eps=module.bn1.eps`.
+    6. Write what every Keras accepts: `leaky_relu_layer(slope)` (or `tf.nn.leaky_relu(x,
+       alpha=slope)` inside a layer's `call`) for LeakyReLU, and Python ints for sizes,
+       `Dense(int(np.prod(shape)))`.
 
 Pitfalls:
-    - Keras' BatchNormalization defaults to epsilon=1e-3 on every stack; with PyTorch's
-      statistics and running variances near 1e-3 the outputs differ by far more than 1e-5
-      (epsilon=1e-5 matches).
+    - Use the module's eps, not a constant: a state_dict does not carry it, PyTorch's
+      default is 1e-5, yolov5's `initialize_weights` sets 1e-3 on every BatchNorm2d, and
+      Keras' BatchNormalization defaults to 1e-3 on every stack. With running variances
+      near 1e-3, porting a BatchNorm2d of eps 1e-3 with 1e-5, or one of eps 1e-5 with
+      1e-3, moves the outputs by more than 0.1; the module's eps matches, within the
+      tolerance below.
+    - `keras.activations.relu(x, alpha=0.1)` (yolov5's LeakyReLU port) raises TypeError on
+      Keras 3, whose argument is `negative_slope`, which Keras 2 refuses in turn (see
+      Versions). `leaky_relu_layer(0.1)` and `tf.nn.leaky_relu(x, alpha=0.1)` compute
+      PyTorch's LeakyReLU(0.1) on every stack without a warning.
+    - `Dense(np.prod(shape))` gives `units` a numpy integer, which Keras 3.13 and later
+      refuse (see Versions); `Dense(int(np.prod(shape)))` works on every stack.
     - Stride 2, kernel 3, even input size: TensorFlow's 'same' pads 0 rows on top and 1 at
       the bottom (and the same for columns), PyTorch's padding=1 one on each side: same
       output shape, different numbers. For odd sizes the two paddings coincide.
@@ -40,20 +68,40 @@ Pitfalls:
       `set_weights` refuses (ValueError); `depthwise_kernel_to_keras` reshapes it to
       (kh, kw, C, m).
     - With these conversions the Keras port matches a numpy transcription of PyTorch's
-      semantics on every stack, and PyTorch itself (eval mode, float32) within 1e-5.
+      semantics on every stack, and PyTorch itself (eval mode, float32), within
+      1e-5 + 1e-5 * |expected| (absolute and relative tolerance 1e-5 each).
 
 Versions:
-    - All five stacks give the same results: the conversions are numpy, and the layers
-      used (Conv2D with groups, DepthwiseConv2D, ZeroPadding2D, BatchNormalization,
-      AveragePooling2D, Permute, Flatten, Dense) behave alike on Keras 2.12, 2.15,
-      tf-keras 2.21, Keras 3.0 and 3.15; BatchNormalization's default epsilon is 1e-3 on
-      all of them.
+    - The port gives the same results on all five stacks: the conversions are numpy, and
+      the layers used (Conv2D with groups, DepthwiseConv2D, ZeroPadding2D,
+      BatchNormalization, AveragePooling2D, Permute, Flatten, Dense) behave alike on Keras
+      2.12, 2.15, tf-keras 2.21, Keras 3.0 and 3.15; BatchNormalization's default epsilon
+      is 1e-3 on all of them.
+    - `keras.activations.relu(x, alpha=0.1)`: Keras 2 (tf-keras included) computes a leaky
+      ReLU; Keras 3.0 and later raise TypeError "relu() got an unexpected keyword argument
+      'alpha'". `relu(x, negative_slope=0.1)` is the reverse: Keras 3 computes it, Keras 2
+      raises TypeError.
+    - `keras.layers.LeakyReLU(alpha=0.1)` works on every stack, and Keras 3 warns
+      (UserWarning "Argument `alpha` is deprecated"); `LeakyReLU(negative_slope=0.1)`
+      raises TypeError on Keras 2.
+    - `keras.layers.Dense(units)` with a numpy integer: Keras 2 and Keras 3.0 to 3.12 take
+      it; Keras 3.13 and later raise ValueError "Received an invalid value for `units`,
+      expected a positive integer".
 
 Sources: ultralytics/yolov5 `models/tf.py` (TFBN passes `epsilon=w.eps`, TFPad,
-    TFConv's 'VALID' after explicit padding at stride > 1; ultralytics/yolov5#1127);
+    TFConv's 'VALID' after explicit padding at stride > 1, `activations` writing
+    `keras.activations.relu(x, alpha=0.1)`; ultralytics/yolov5#1127); yolov5
+    `utils/torch_utils.py` (`initialize_weights` sets BatchNorm2d eps to 1e-3); Keras 3.13
+    `Dense` source (units must be an `int`);
     PyTorch docs "Conv2d", "BatchNorm2d", "Linear", "Flatten"; Keras API docs "Conv2D",
     "DepthwiseConv2D", "BatchNormalization", "ZeroPadding2D", "Permute"; TensorFlow API
     docs "tf.nn.convolution" ('SAME' padding).
+
+See also:
+    - grouped_conv: Conv2D(groups=g) and its weight layouts
+    - custom_layer_config: PyTorch's avg_pool2d as a Keras layer
+    - torch_dataloader: feed NCHW PyTorch batches to Keras
+    - space_to_depth_reorg: YOLO's reorg layer
 
 Run: python -m recipes.port_pytorch_weights
 """
@@ -83,6 +131,20 @@ def _positive_integer(argument_name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{argument_name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _finite_number(argument_name, value, minimum, allow_minimum):
+    """`value` as a float if it is a finite real number above `minimum` (or equal to it)."""
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if (
+        not is_number
+        or not np.isfinite(value)
+        or value < minimum
+        or (value == minimum and not allow_minimum)
+    ):
+        bound = "non-negative" if allow_minimum else "positive"
+        raise ValueError(f"{argument_name} must be a {bound} finite number, got {value!r}")
+    return float(value)
 
 
 def conv_kernel_to_keras(weight, groups=1):
@@ -116,7 +178,10 @@ def depthwise_kernel_to_keras(weight, channels):
 
 
 def batchnorm_to_keras(weight, bias, running_mean, running_var):
-    """BatchNorm2d's four arrays -> BatchNormalization.set_weights' [gamma, beta, mean, var]."""
+    """BatchNorm2d's four arrays -> BatchNormalization.set_weights' [gamma, beta, mean, var].
+
+    The layer also needs the module's eps as its epsilon; `batchnorm_layer` sets both.
+    """
     arrays = [
         _array(name, value, 1)
         for name, value in [
@@ -130,6 +195,34 @@ def batchnorm_to_keras(weight, bias, running_mean, running_var):
         shapes = [array.shape for array in arrays]
         raise ValueError(f"weight, bias, running_mean, running_var shapes differ: {shapes}")
     return arrays
+
+
+def batchnorm_layer(
+    weight, bias, running_mean, running_var, eps=PYTORCH_BATCHNORM_EPSILON, name=None
+):
+    """A BatchNormalization for NHWC images that computes the BatchNorm2d's eval output.
+
+    `eps` is the module's (`module.eps`): a state_dict does not carry it, and models change
+    it (yolov5's `initialize_weights` sets 1e-3 on every BatchNorm2d). PyTorch's default,
+    1e-5, is the default here; Keras' own is 1e-3.
+    """
+    epsilon = _finite_number("eps", eps, minimum=0, allow_minimum=False)
+    arrays = batchnorm_to_keras(weight, bias, running_mean, running_var)
+    layer = keras.layers.BatchNormalization(epsilon=epsilon, name=name)
+    layer.build((None, None, None, arrays[0].shape[0]))
+    layer.set_weights(arrays)
+    return layer
+
+
+def leaky_relu_layer(negative_slope):
+    """PyTorch's LeakyReLU(negative_slope) as keras.layers.LeakyReLU, on every Keras.
+
+    Keras 2 calls the argument `alpha` and refuses `negative_slope`; Keras 3 calls it
+    `negative_slope` and warns about `alpha`.
+    """
+    slope = _finite_number("negative_slope", negative_slope, minimum=0, allow_minimum=True)
+    argument = "negative_slope" if KERAS_MAJOR == 3 else "alpha"
+    return keras.layers.LeakyReLU(**{argument: slope})
 
 
 def linear_to_keras(weight, bias=None):
@@ -177,12 +270,15 @@ def _state(state_dict, key):
     return np.asarray(state_dict[key])
 
 
-def build_keras_port(state_dict, height=8, width=8, flatten="permute_weights"):
+def build_keras_port(
+    state_dict, height=8, width=8, flatten="permute_weights", eps=PYTORCH_BATCHNORM_EPSILON
+):
     """The example network (see `demo` and the tests' torch module) as Keras, on NHWC input.
 
     PyTorch: Conv2d(3, 8, 3, padding=1, bias=False), BatchNorm2d(8), ReLU,
     Conv2d(8, 8, 3, padding=1, groups=2), ReLU, Conv2d(8, 16, 3, padding=1, groups=8), ReLU,
     Conv2d(16, 16, 3, stride=2, padding=1), ReLU, AvgPool2d(2), Flatten, Linear(_, 10).
+    `eps` is the BatchNorm2d's (`module.bn1.eps`), which the state_dict does not hold.
     `flatten="naive"` reproduces the flatten-order bug, for comparison.
     """
     if flatten not in FLATTEN_CHOICES:
@@ -192,7 +288,7 @@ def build_keras_port(state_dict, height=8, width=8, flatten="permute_weights"):
         raise ValueError(f"height={height} and width={width} must be multiples of 4")
     layers = keras.layers
     conv1 = layers.Conv2D(8, 3, use_bias=False)
-    bn1 = layers.BatchNormalization(epsilon=PYTORCH_BATCHNORM_EPSILON)
+    bn1 = batchnorm_layer(*(_state(state_dict, f"bn1.{name}") for name in BATCHNORM_KEYS), eps=eps)
     conv2 = layers.Conv2D(8, 3, groups=2)
     conv3 = layers.DepthwiseConv2D(3, depth_multiplier=2)
     conv4 = layers.Conv2D(16, 3, strides=2)
@@ -209,9 +305,6 @@ def build_keras_port(state_dict, height=8, width=8, flatten="permute_weights"):
     model = keras.Sequential([keras.Input((height, width, 3))] + stack + [layers.Flatten(), fc])
 
     conv1.set_weights([conv_kernel_to_keras(_state(state_dict, "conv1.weight"))])
-    bn1.set_weights(
-        batchnorm_to_keras(*(_state(state_dict, f"bn1.{name}") for name in BATCHNORM_KEYS))
-    )
     conv2.set_weights(
         [conv_kernel_to_keras(_state(state_dict, "conv2.weight"), groups=2)]
         + [_state(state_dict, "conv2.bias")]
@@ -278,6 +371,11 @@ def demo():
     )
     print(f"TF 'same' padding, size 8, k 3, stride 2: {tf_same_padding(8, 3, 2)}; PyTorch: (1, 1)")
     print(f"Keras BatchNormalization default epsilon: {keras.layers.BatchNormalization().epsilon}")
+    # The same arrays with yolov5's eps: a port that keeps PyTorch's default is this far off.
+    yolov5_eps = build_keras_port(state_dict, eps=1e-3)(x_nhwc).numpy()
+    eps_difference = np.abs(yolov5_eps - permuted).max()
+    print(f"BatchNorm2d eps 1e-3 vs 1e-5, same arrays: max |diff| {eps_difference:.2f}")
+    print(f"leaky_relu_layer(0.1)([-1, 2]): {leaky_relu_layer(0.1)(np.array([-1.0, 2.0])).numpy()}")
     try:
         conv_kernel_to_keras(np.zeros((8, 3, 3)))
     except ValueError as error:

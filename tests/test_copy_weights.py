@@ -160,13 +160,25 @@ def test_clone_model_rebuilds_a_nested_sequential_with_the_same_names(observe):
 
 
 def test_clone_of_a_compiled_model(version_split):
-    model = trained(nested_source())
+    model = nested_source()
+    metrics = ["mae", keras.metrics.RootMeanSquaredError(name="rmse")]
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", metrics=metrics)
+    history = model.fit(INPUTS, np.ones((4, 2)), epochs=1, batch_size=4, verbose=0).history
     clone = keras.models.clone_model(model)
     compiled = getattr(clone, "optimizer", None) is not None
     if compiled:
         assert clone.optimizer is not model.optimizer
         assert type(clone.optimizer) is type(model.optimizer)
-        clone.fit(INPUTS, np.ones((4, 2)), epochs=1, verbose=0)
+        # Compiled from the original's compile config: loss, metrics and optimizer settings.
+        original, cloned = model.get_compile_config(), clone.get_compile_config()
+        for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            assert cloned[key] == original[key], key
+        assert original["metrics"][0] == "mae" and len(original["metrics"]) == 2
+        optimizer_config = {**clone.optimizer.get_config(), "name": None}
+        assert optimizer_config == {**model.optimizer.get_config(), "name": None}
+        cloned_history = clone.fit(INPUTS, np.ones((4, 2)), epochs=1, verbose=0).history
+        # The clone's fit reports the same loss and metrics as the original's.
+        assert sorted(cloned_history) == sorted(history) == ["loss", "mae", "rmse"]
         observed = "compiled, new optimizer"
     else:
         observed = "not compiled: " + outcome_of(

@@ -174,13 +174,35 @@ def test_unscaled_regularization_loss_counts_the_regularizer_once_per_replica(mi
 # --- Equivalence -----------------------------------------------------------------------------
 
 
+def custom_loop_outcome(result):
+    if result["steps"] != 8:
+        return f"{result['steps']} steps, not 8"
+    if not result["replicas_identical"]:
+        return "replicas diverge"
+    if result["difference"] == 0:
+        return "single-device weights, bitwise"
+    if result["difference"] <= TOLERANCE:
+        return "single-device weights (1e-6, not bitwise)"
+    return f"differs by {result['difference']:.1e}"
+
+
 @pytest.mark.parametrize("route", ["experimental_distribute_dataset", "from_function"])
-def test_two_replicas_train_to_the_single_device_weights(mirrored, route, observe):
-    result = mirrored[route]
-    assert result["steps"] == 8 and result["replicas_identical"] is True
+def test_two_replicas_train_to_the_single_device_weights(mirrored, route, version_split):
+    """The same on every release, a split all the same: the recipe's step all-reduces the
+    gradients itself where the optimizer does not (Keras 3.0 to 3.4), and `fit` changes at
+    3.5 and 3.8, so each range of the recipe's Versions is checked by the sweep."""
     # Equal within rounding, not bit for bit: the summation order differs (see TOLERANCE).
-    assert 0 < result["difference"] <= TOLERANCE
-    observe(f"custom loop on 2 replicas, {route}", "single-device weights (1e-6, not bitwise)")
+    agrees = "single-device weights (1e-6, not bitwise)"
+    version_split(
+        f"custom loop on 2 replicas, {route}",
+        custom_loop_outcome(mirrored[route]),
+        {
+            "keras<3": agrees,
+            "keras>=3,<3.5": agrees,
+            "keras>=3.5,<3.8": agrees,
+            "keras>=3.8": agrees,
+        },
+    )
 
 
 def test_distributed_dataset_per_replica_needs_a_divisible_global_batch(mirrored):

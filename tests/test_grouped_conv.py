@@ -32,23 +32,22 @@ from tests.layer_contract import run_keras_layer_test
 
 
 def numpy_grouped_conv(x, kernel, bias, groups):
-    """Direct transcription of a grouped convolution, 'valid', stride 1, NHWC / HWIO."""
-    batch, height, width, channels = x.shape
-    kernel_height, kernel_width, group_channels, filters = kernel.shape
-    group_filters = filters // groups
-    out = np.zeros(
-        (batch, height - kernel_height + 1, width - kernel_width + 1, filters), np.float64
-    )
-    for output_channel in range(filters):
-        group = output_channel // group_filters
-        inputs = x[..., group * group_channels : (group + 1) * group_channels]
-        for row in range(out.shape[1]):
-            for column in range(out.shape[2]):
-                window = inputs[:, row : row + kernel_height, column : column + kernel_width, :]
-                out[:, row, column, output_channel] = np.tensordot(
-                    window, kernel[..., output_channel], axes=3
-                )
-    return out + bias
+    """Direct transcription of a grouped convolution with 1, 2 or 3 spatial axes: 'valid',
+    stride 1, channels last, kernel (*window, channels / groups, filters)."""
+    spatial = kernel.ndim - 2
+    window, group_channels = kernel.shape[:spatial], kernel.shape[spatial]
+    group_filters = kernel.shape[-1] // groups
+    # Every window the kernel sees: (batch, *output positions, channels, *window).
+    windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=tuple(range(1, 1 + spatial)))
+    outputs = []
+    for group in range(groups):
+        # Group g reads input channels g * C/g .. and owns output columns g * F/g ...
+        channels = slice(group * group_channels, (group + 1) * group_channels)
+        inputs = windows[(Ellipsis, channels) + (slice(None),) * spatial]
+        group_kernel = kernel[..., group * group_filters : (group + 1) * group_filters]
+        # Sum over the group's channels and the window: (channels, *window) on both sides.
+        outputs.append(np.tensordot(inputs, np.moveaxis(group_kernel, spatial, 0), spatial + 1))
+    return np.concatenate(outputs, axis=-1) + bias
 
 
 def outputs_and_gradients(layer, x):
@@ -173,6 +172,38 @@ def test_grouped_conv2d_builds_conv2d_with_groups_where_keras_has_it(observe):
     assert layer(x).shape == (1, 5, 5, 4)
     assert layer.kernel.shape == (3, 3, 2, 4)
     observe("Conv2D accepts groups", "yes")
+
+
+@pytest.mark.parametrize(
+    ("layer_name", "input_shape", "kernel_size"),
+    [("Conv1D", (2, 7, 4), 3), ("Conv3D", (2, 4, 5, 3, 4), 2)],
+)
+def test_conv1d_and_conv3d_take_groups_on_cpu_like_conv2d(
+    layer_name, input_shape, kernel_size, observe
+):
+    """A PyTorch Conv1d or Conv3d with groups ports to its Keras layer: no split fallback."""
+    x = random_input(input_shape)
+    layer = getattr(keras.layers, layer_name)(6, kernel_size, groups=2)
+    layer.build(x.shape)
+    randomize_weights(layer)
+    kernel, bias = layer.get_weights()
+    # (*window, channels / groups, filters), as Conv2D's kernel.
+    assert kernel.shape == (kernel_size,) * (len(input_shape) - 2) + (2, 6)
+    expected = numpy_grouped_conv(x.astype(np.float64), kernel, bias, groups=2)
+
+    def forward(inputs):
+        return layer(inputs)
+
+    routes = {
+        "eager": forward,
+        "tf.function": tf.function(forward),
+        "tf.function(jit_compile=True)": tf.function(forward, jit_compile=True),
+    }
+    for route, run in routes.items():
+        y = run(tf.constant(x))
+        assert "CPU" in y.device
+        np.testing.assert_allclose(y.numpy(), expected, **TOLERANCE)
+        observe(f"{layer_name}(groups=2) forward on CPU, {route}", "works, equals numpy")
 
 
 def test_grouped_conv2d_layer_saves_its_config():

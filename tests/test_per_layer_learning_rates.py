@@ -316,14 +316,35 @@ def test_one_optimizer_on_a_second_set_of_variables_fails_by_keras_version(versi
 
 
 def test_optimizer_apply_exists_on_keras_3_only_and_apply_gradients_everywhere(version_split):
-    optimizer = keras.optimizers.SGD(0.1)
-    variable = tf.Variable([1.0])
-    optimizer.apply_gradients([(tf.constant([1.0]), variable)])
-    np.testing.assert_allclose(variable.numpy(), [0.9], rtol=1e-6)
+    """Both calls take one plain-SGD step, variables - rate * gradients, on two variables."""
+    rate = 0.1
+    start = [np.array([1.0, 2.0], "float32"), np.array([[3.0], [-4.0]], "float32")]
+    gradients = [np.array([0.5, -1.5], "float32"), np.array([[2.0], [0.25]], "float32")]
+    # numpy in float32, as the optimizer computes: variable - rate * gradient.
+    expected = [
+        value - np.float32(rate) * gradient
+        for value, gradient in zip(start, gradients, strict=True)
+    ]
+
+    def sgd_and_variables():
+        return keras.optimizers.SGD(rate), [tf.Variable(value) for value in start]
+
+    optimizer, variables = sgd_and_variables()
+    optimizer.apply_gradients(zip(map(tf.constant, gradients), variables, strict=True))
+    for variable, value in zip(variables, expected, strict=True):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-6)
+
+    optimizer, variables = sgd_and_variables()
+    observed = outcome_of(lambda: optimizer.apply(list(map(tf.constant, gradients)), variables))
+    if observed == "works":
+        for variable, value in zip(variables, expected, strict=True):
+            np.testing.assert_allclose(variable.numpy(), value, rtol=1e-6)
+        assert int(np.asarray(optimizer.iterations)) == 1
+        observed = "takes one step"
     version_split(
         "optimizer.apply(gradients, variables)",
-        "present" if callable(getattr(optimizer, "apply", None)) else "absent",
-        {"keras<3": "absent", "keras>=3": "present"},
+        observed,
+        {"keras<3": "AttributeError", "keras>=3": "takes one step"},
     )
 
 

@@ -3,25 +3,33 @@
 tests_torch/test_port_pytorch_weights_torch.py checks the same port against torch itself.
 """
 
+import warnings
+
 import hypothesis
 import hypothesis.strategies as st
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorflow import keras
 
+from conftest import outcome_of
 from recipes.port_pytorch_weights import (
+    BATCHNORM_KEYS,
     FLATTEN_CHOICES,
     PYTORCH_BATCHNORM_EPSILON,
+    batchnorm_layer,
     batchnorm_to_keras,
     build_keras_port,
     conv_kernel_to_keras,
     depthwise_kernel_to_keras,
     example_state_dict,
+    leaky_relu_layer,
     linear_after_flatten_to_keras,
     linear_to_keras,
     tf_same_padding,
 )
 from tests import port_pytorch_reference as reference
+from tests.keras_said import outcome_and_said
 from tests.port_pytorch_reference import TOLERANCE
 
 
@@ -69,7 +77,10 @@ def test_keras_port_matches_the_numpy_transcription_of_pytorch(
     expected = reference.example_network(state_dict, x)
     model = build_keras_port(state_dict, height, width, flatten=flatten)
     np.testing.assert_allclose(model(nhwc(x)).numpy(), expected, **TOLERANCE)
-    observe(f"Keras port, flatten={flatten}, vs numpy PyTorch reference", "equal within 1e-5")
+    observe(
+        f"Keras port, flatten={flatten}, vs numpy PyTorch reference",
+        "equal within 1e-5 + 1e-5 * |expected|",
+    )
 
 
 def test_flattening_nhwc_into_the_transposed_linear_weight_gives_wrong_outputs(observe):
@@ -187,6 +198,139 @@ def test_batchnorm_needs_pytorchs_epsilon(observe):
     observe("BatchNormalization default epsilon", "1e-3 (PyTorch 1e-5): outputs differ")
 
 
+@pytest.mark.parametrize("module_eps", [1e-5, 1e-3], ids=["pytorch default", "yolov5"])
+def test_batchnorm_layer_needs_the_modules_eps(module_eps, observe):
+    """yolov5's initialize_weights sets eps=1e-3: the recipe's former constant 1e-5 misses it."""
+    state = example_state_dict()
+    arrays = [state[f"bn1.{name}"] for name in BATCHNORM_KEYS]
+    x = normal(2, 8, 4, 4, seed=5, scale=0.05)
+    expected = reference.batchnorm_eval(x, *arrays, eps=module_eps)
+    layer = batchnorm_layer(*arrays, eps=module_eps)
+    assert isinstance(layer, keras.layers.BatchNormalization)
+    assert layer.epsilon == pytest.approx(module_eps, rel=1e-6)
+    np.testing.assert_allclose(nchw(layer(nhwc(x), training=False)), expected, **TOLERANCE)
+    other_eps = 1e-3 if module_eps == 1e-5 else 1e-5
+    wrong = nchw(batchnorm_layer(*arrays, eps=other_eps)(nhwc(x), training=False))
+    assert np.abs(wrong - expected).max() > 0.1
+    observe(
+        f"BatchNorm2d of eps {module_eps:g} ported with its eps, then with {other_eps:g}",
+        "matches, then differs by more than 0.1",
+    )
+
+
+def test_build_keras_port_takes_the_batchnorm_eps(observe):
+    state_dict = example_state_dict()
+    x = normal(3, 3, 8, 8, seed=10)
+    expected = reference.example_network(state_dict, x, eps=1e-3)
+    np.testing.assert_allclose(
+        build_keras_port(state_dict, eps=1e-3)(nhwc(x)).numpy(), expected, **TOLERANCE
+    )
+    default_eps = build_keras_port(state_dict)(nhwc(x)).numpy()
+    assert np.abs(default_eps - expected).max() > 0.1
+    observe(
+        "build_keras_port of a network whose BatchNorm2d has eps 1e-3",
+        "matches with eps=1e-3, differs by more than 0.1 with the default 1e-5",
+    )
+
+
+# --- Activations and sizes that differ between Keras versions --------------------------------
+
+
+def leaky_reference(x):
+    return reference.leaky_relu(x, negative_slope=0.1)
+
+
+def test_activations_relu_takes_alpha_on_keras_2_and_negative_slope_on_keras_3(version_split):
+    x = np.array([[-2.0, -0.5, 0.0, 1.5]], np.float32)
+    outcomes = {}
+    for argument in ("alpha", "negative_slope"):
+        result = []
+        outcomes[argument] = outcome_of(
+            lambda argument=argument, result=result: result.append(
+                keras.activations.relu(x, **{argument: 0.1})
+            ),
+            [f"unexpected keyword argument '{argument}'"],
+        )
+        if result:
+            np.testing.assert_allclose(np.asarray(result[0]), leaky_reference(x), **TOLERANCE)
+    version_split(
+        "keras.activations.relu(x, alpha=0.1), yolov5's LeakyReLU port",
+        outcomes["alpha"],
+        {"keras<3": "works", "keras>=3": "TypeError: unexpected keyword argument 'alpha'"},
+    )
+    version_split(
+        "keras.activations.relu(x, negative_slope=0.1)",
+        outcomes["negative_slope"],
+        {"keras<3": "TypeError: unexpected keyword argument 'negative_slope'", "keras>=3": "works"},
+    )
+
+
+def test_leaky_relu_layer_argument_names_differ_between_keras_2_and_3(version_split):
+    x = np.array([[-2.0, -0.5, 0.0, 1.5]], np.float32)
+    outcomes = {}
+    for argument in ("alpha", "negative_slope"):
+        result = []
+        outcome, said = outcome_and_said(
+            lambda argument=argument, result=result: result.append(
+                keras.layers.LeakyReLU(**{argument: 0.1})(x)
+            ),
+            ["Keyword argument not understood"],
+            ["Argument `alpha` is deprecated"],
+        )
+        if result:
+            np.testing.assert_allclose(np.asarray(result[0]), leaky_reference(x), **TOLERANCE)
+        outcomes[argument] = outcome if said == "nothing" else f"{outcome}, {said}"
+    version_split(
+        "keras.layers.LeakyReLU(alpha=0.1)",
+        outcomes["alpha"],
+        {
+            "keras<3": "works",
+            "keras>=3": "works, UserWarning: Argument `alpha` is deprecated",
+        },
+    )
+    version_split(
+        "keras.layers.LeakyReLU(negative_slope=0.1)",
+        outcomes["negative_slope"],
+        {"keras<3": "TypeError: Keyword argument not understood", "keras>=3": "works"},
+    )
+
+
+def test_leaky_relu_layer_and_tf_nn_leaky_relu_work_everywhere_without_a_warning(observe):
+    x = normal(2, 3, 4, 4, seed=7)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layer_output = leaky_relu_layer(0.1)(x)
+        op_output = tf.nn.leaky_relu(x, alpha=0.1)
+        model = keras.Sequential([keras.Input((3, 4, 4)), leaky_relu_layer(0.1)])
+        model_output = model(x)
+    assert [str(warning.message) for warning in caught] == []
+    for output in (layer_output, op_output, model_output):
+        np.testing.assert_allclose(np.asarray(output), leaky_reference(x), **TOLERANCE)
+    observe(
+        "leaky_relu_layer(0.1) and tf.nn.leaky_relu(x, alpha=0.1) vs PyTorch's LeakyReLU(0.1)",
+        "equal within the tolerance, no warning",
+    )
+
+
+def test_dense_refuses_a_numpy_integer_units_from_keras_3_13(version_split, observe):
+    shape = (2, 3)
+    x = np.ones((1, 4), np.float32)
+    outputs = []
+    outcome = outcome_of(
+        lambda: outputs.append(keras.layers.Dense(np.prod(shape))(x)),
+        ["Received an invalid value for `units`"],
+    )
+    if outcome == "works":
+        assert tuple(outputs[0].shape) == (1, 6)
+    version_split(
+        "keras.layers.Dense(np.prod(shape)), a numpy integer",
+        outcome,
+        {"keras<3.13": "works", "keras>=3.13": "ValueError: Received an invalid value for `units`"},
+    )
+    assert tuple(keras.layers.Dense(int(np.prod(shape)))(x).shape) == (1, 6)
+    observe("keras.layers.Dense(int(np.prod(shape)))", "works")
+
+
 # --- Padding ----------------------------------------------------------------------------------
 
 
@@ -259,3 +403,28 @@ def test_build_keras_port_refuses_bad_arguments_naming_them():
     with pytest.raises(ValueError, match=r"state_dict has no 'conv2.bias'"):
         build_keras_port(incomplete)
     assert set(FLATTEN_CHOICES) == {"permute_weights", "transpose_to_nchw", "naive"}
+    with pytest.raises(ValueError, match=r"eps must be a positive finite number, got 0"):
+        build_keras_port(state_dict, eps=0)
+
+
+@pytest.mark.parametrize("eps", [0, -1e-3, "1e-3", None, True, float("nan"), float("inf")])
+def test_batchnorm_layer_refuses_an_eps_that_is_not_a_positive_number(eps):
+    arrays = [np.ones(4, np.float32)] * 4
+    with pytest.raises(ValueError, match=rf"eps must be a positive finite number, got {eps!r}"):
+        batchnorm_layer(*arrays, eps=eps)
+
+
+def test_batchnorm_layer_takes_numpy_floats_and_validates_its_arrays():
+    arrays = [np.ones(4, np.float32)] * 4
+    assert batchnorm_layer(*arrays, eps=np.float32(1e-3)).epsilon == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match=r"shapes differ: \[\(4,\), \(4,\), \(3,\), \(4,\)\]"):
+        batchnorm_layer(np.ones(4), np.ones(4), np.ones(3), np.ones(4), eps=1e-3)
+
+
+@pytest.mark.parametrize("negative_slope", [-0.1, "0.1", None, False, float("nan")])
+def test_leaky_relu_layer_refuses_a_slope_that_is_not_a_non_negative_number(negative_slope):
+    with pytest.raises(
+        ValueError,
+        match=rf"negative_slope must be a non-negative finite number, got {negative_slope!r}",
+    ):
+        leaky_relu_layer(negative_slope)

@@ -8,7 +8,14 @@ import pytest
 import torch
 from tensorflow import keras
 
-from recipes.port_pytorch_weights import PYTORCH_BATCHNORM_EPSILON, build_keras_port
+from recipes.port_pytorch_weights import (
+    BATCHNORM_KEYS,
+    PYTORCH_BATCHNORM_EPSILON,
+    batchnorm_layer,
+    build_keras_port,
+    conv_kernel_to_keras,
+    leaky_relu_layer,
+)
 from tests import port_pytorch_reference as reference
 from tests.port_pytorch_reference import TOLERANCE
 
@@ -99,3 +106,95 @@ def test_naive_flatten_and_keras_default_epsilon_both_miss_torch():
     batchnorm.epsilon = 1e-3  # Keras' default, as a port that forgets epsilon has it.
     default_epsilon = model(x.transpose(0, 2, 3, 1)).numpy()
     assert np.abs(default_epsilon - expected).max() > 1e-3
+
+
+# --- The module's eps: yolov5 sets 1e-3 -----------------------------------------------------
+
+
+def initialize_weights(model):
+    """yolov5's utils/torch_utils.initialize_weights, for BatchNorm2d: eps 1e-3, momentum 0.03."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.eps = 1e-3
+            module.momentum = 0.03
+
+
+class Yolov5Conv(torch.nn.Module):
+    """yolov5's Conv block: Conv2d(k=3, s=1, autopad 1, bias=False), BatchNorm2d, activation."""
+
+    def __init__(self, in_channels, out_channels, activation):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(out_channels)
+        self.act = activation
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+def trained_looking_block(activation, seed):
+    torch.manual_seed(seed)
+    block = Yolov5Conv(3, 8, activation)
+    initialize_weights(block)
+    with torch.no_grad():
+        block.conv.weight.mul_(0.05)
+        block.bn.weight.uniform_(0.5, 1.5)
+        block.bn.bias.normal_(0, 0.3)
+        block.bn.running_mean.normal_(0, 0.01)
+        block.bn.running_var.uniform_(5e-4, 2e-3)
+    return block.eval()
+
+
+def keras_block(block, eps, activation):
+    state = numpy_state_dict(block)
+    conv = keras.layers.Conv2D(8, 3, use_bias=False)
+    model = keras.Sequential(
+        [
+            keras.Input((None, None, 3)),
+            keras.layers.ZeroPadding2D(1),
+            conv,
+            batchnorm_layer(*(state[f"bn.{key}"] for key in BATCHNORM_KEYS), eps=eps),
+            activation,
+        ]
+    )
+    conv.set_weights([conv_kernel_to_keras(state["conv.weight"])])
+    return model
+
+
+@pytest.mark.parametrize(
+    "torch_activation",
+    [torch.nn.SiLU(), torch.nn.LeakyReLU(0.1)],
+    ids=["SiLU", "LeakyReLU(0.1)"],
+)
+def test_a_yolov5_conv_block_ported_with_the_modules_eps_matches_torch(torch_activation):
+    block = trained_looking_block(torch_activation, seed=4)
+    assert block.bn.eps == 1e-3
+    x = np.random.default_rng(4).normal(size=(4, 3, 8, 8)).astype("float32")
+    expected = torch_outputs(block, x)
+
+    def activation():
+        if isinstance(torch_activation, torch.nn.SiLU):
+            return keras.layers.Activation("swish")
+        return leaky_relu_layer(torch_activation.negative_slope)
+
+    ported = keras_block(block, block.bn.eps, activation())(x.transpose(0, 2, 3, 1)).numpy()
+    np.testing.assert_allclose(ported.transpose(0, 3, 1, 2), expected, **TOLERANCE)
+    # The recipe's former advice, PyTorch's default eps, is far off for this module.
+    default_eps = keras_block(block, PYTORCH_BATCHNORM_EPSILON, activation())
+    missed = default_eps(x.transpose(0, 2, 3, 1)).numpy().transpose(0, 3, 1, 2)
+    assert np.abs(missed - expected).max() > 0.1
+
+
+def test_build_keras_port_with_the_modules_eps_matches_torch():
+    net = trained_looking_net(8, 8, seed=5)
+    initialize_weights(net)
+    x = np.random.default_rng(5).normal(size=(4, 3, 8, 8)).astype("float32")
+    expected = torch_outputs(net, x)
+    state_dict = numpy_state_dict(net)
+    ported = build_keras_port(state_dict, eps=net.bn1.eps)(x.transpose(0, 2, 3, 1)).numpy()
+    np.testing.assert_allclose(ported, expected, **TOLERANCE)
+    np.testing.assert_allclose(
+        reference.example_network(state_dict, x, eps=net.bn1.eps), expected, **TOLERANCE
+    )
+    default_eps = build_keras_port(state_dict)(x.transpose(0, 2, 3, 1)).numpy()
+    assert np.abs(default_eps - expected).max() > 1e-3
