@@ -18,8 +18,9 @@ except ImportError:  # imported as tools.test_summary, from the tests
     from tools.behavior_matrix import STACKS
 
 
-# The envs that write a JUnit report: the five stacks and the torch tests (tests_torch/).
-TEST_ENVS = [*STACKS, "torch"]
+# The envs that write a JUnit report: the five stacks, the torch tests (tests_torch/) and the
+# docs site in a browser (tests_site/).
+TEST_ENVS = [*STACKS, "torch", "browser"]
 
 
 def summarize(directory, stacks=TEST_ENVS):
