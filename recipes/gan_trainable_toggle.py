@@ -18,9 +18,10 @@ Each step calls `D.train_on_batch` on real and on generated samples, then
 On Keras 2, compile records every layer's trainable state and training restores it, so D
 trains; but D's step builds the shared Adam for D's variables alone, and
 `combined.train_on_batch` raises `KeyError: 'The optimizer cannot recognize variable ...'`
-(inside a StagingError on tf-keras 2.16) at every step: G never trains. Keras 3 restores no trainable state, so D stops training (a
-loss still comes back; a UserWarning "The model does not have any trainable weights", once,
-is the only sign), and the shared Adam raises nothing only because D never steps with it.
+(inside a StagingError on tf-keras 2.16) at every step: G never trains. Keras 3 restores no
+trainable state, so D stops training (a loss still comes back; a UserWarning "The model does
+not have any trainable weights", once, is the only sign), and the shared Adam raises nothing
+only because D never steps with it.
 
 Recipe:
     1. Give D and combined an optimizer each (`compile_gan`). Compile combined first, then

@@ -55,8 +55,9 @@ Versions:
       nothing: Keras 2 and tf-keras (2.21 included, keras-team/tf-keras#910) still load and
       run it.
     - `keras.layers.Lambda.from_config(config)` of a Python lambda, outside `load_model`:
-      Keras 2 and Keras 3.0 to 3.14 rebuild it; Keras 3.15 and later raise ValueError
-      naming `safe_mode=False` (keras-team/keras#23048).
+      Keras 2, Keras 3.0 to 3.12.2 and 3.13 to 3.14 rebuild it; Keras 3.12.3 and later
+      3.12 patches, and 3.15 and later, raise ValueError naming `safe_mode=False`
+      (keras-team/keras#23048).
 
 Sources: Keras guide "Save, serialize, and export models" (safe_mode); Keras API docs
     "keras.saving.load_model" and "Lambda layer" (its warning about bytecode);

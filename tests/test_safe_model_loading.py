@@ -100,8 +100,11 @@ def test_safe_mode_true_does_not_stop_a_legacy_h5_lambda_on_keras_2(tmp_path, ve
     )
 
 
-def test_lambda_from_config_refuses_bytecode_outside_load_model_from_keras_3_15(version_split):
-    """keras-team/keras#23048: from 3.15, `Lambda.from_config` fails closed on its own."""
+def test_lambda_from_config_refuses_bytecode_outside_load_model_on_3_12_3_and_3_15(
+    version_split,
+):
+    """keras-team/keras#23048: `Lambda.from_config` fails closed on its own from Keras 3.15,
+    and on 3.12.3 and later 3.12 patches; 3.13 and 3.14 (3.13.2, 3.14.1) still rebuild it."""
     config = keras.layers.Lambda(lambda t: t * 2.0).get_config()
 
     def rebuild_and_run():
@@ -111,7 +114,12 @@ def test_lambda_from_config_refuses_bytecode_outside_load_model_from_keras_3_15(
     version_split(
         "`Lambda.from_config(config)` of a Python lambda, outside load_model",
         outcome_of(rebuild_and_run, fragments=[SAFE_MODE_FRAGMENT]),
-        {"keras<3.15": "works", "keras>=3.15": f"ValueError: {SAFE_MODE_FRAGMENT}"},
+        {
+            "keras<3.12.3": "works",
+            "keras>=3.12.3,<3.13": f"ValueError: {SAFE_MODE_FRAGMENT}",
+            "keras>=3.13,<3.15": "works",
+            "keras>=3.15": f"ValueError: {SAFE_MODE_FRAGMENT}",
+        },
     )
 
 
