@@ -5,7 +5,10 @@ version split is written once (``if keras_major >= 3: ... else: ...``) and asser
 sides in every environment.
 """
 
+import contextlib
+import importlib
 import inspect
+import io
 import json
 import os
 import pathlib
@@ -22,6 +25,7 @@ from packaging.version import Version
 from tensorflow import keras
 
 from recipes import installed_keras_version
+from tests import child_process
 from tools.behavior_matrix import source_digest
 
 # `keras.version()` exists on every Keras 3 and on no Keras 2 (see RECIPE_STYLE.md).
@@ -418,6 +422,39 @@ def pytest_collection_modifyitems(config, items):
         if elsewhere:
             config.hook.pytest_deselected(items=elsewhere)
             items[:] = [item for item in items if item not in elsewhere]
+
+
+def pytest_collection_finish(session):
+    """Start the slow child processes that the selected tests will wait for.
+
+    A test module lists them as START_EARLY = {fixture name: zero-argument function}, and the
+    fixture returns `child_process.finish(function)`. Each runs in the background, one at a
+    time, while the other tests run, and only when a selected test uses its fixture.
+    """
+    for item in session.items:
+        early = getattr(getattr(item, "module", None), "START_EARLY", {})
+        for name in getattr(item, "fixturenames", ()):
+            if name in early:
+                child_process.start_early(early[name])
+
+
+_DEMO_OUTPUT = {}
+
+
+@pytest.fixture
+def demo_output():
+    """demo_output(name): what `recipes.<name>.demo()` printed. Each demo runs once a session:
+    the demo check in test_repository and a recipe's own test of its output share the run."""
+
+    def printed_by(name):
+        if name not in _DEMO_OUTPUT:
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                importlib.import_module(f"recipes.{name}").demo()
+            _DEMO_OUTPUT[name] = printed.getvalue()
+        return _DEMO_OUTPUT[name]
+
+    return printed_by
 
 
 def _ran_whole_suite(session):

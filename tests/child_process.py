@@ -5,6 +5,7 @@ its own devices, and a crash there is a result instead of a dead test run. Impor
 from conftest, so a child may import this module too.
 """
 
+import concurrent.futures
 import os
 import pathlib
 import subprocess
@@ -30,3 +31,22 @@ def last_report(completed):
     lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
     assert completed.returncode == 0 and lines, completed.stderr[-3000:]
     return lines[-1].removeprefix("REPORT ")
+
+
+# Slow children that tests wait for start while the other tests run (conftest's
+# pytest_collection_finish calls `start_early` for each selected test's START_EARLY fixtures),
+# one at a time on one thread, so a stack adds at most one child beside its test process.
+_EARLY_THREAD = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+_STARTED_EARLY = {}
+
+
+def start_early(function):
+    """Begin `function()` (a zero-argument callable that runs children) in the background."""
+    if function not in _STARTED_EARLY:
+        _STARTED_EARLY[function] = _EARLY_THREAD.submit(function)
+
+
+def finish(function):
+    """`function()`'s result: waits for the run `start_early` began, else runs it now."""
+    started = _STARTED_EARLY.pop(function, None)
+    return started.result() if started is not None else function()

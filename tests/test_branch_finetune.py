@@ -7,7 +7,6 @@ import pytest
 from tensorflow import keras
 
 from conftest import outcome_of
-from recipes import branch_finetune
 from recipes.branch_finetune import (
     build_trunk,
     build_trunk_with_branch,
@@ -23,12 +22,20 @@ from tests.keras_said import outcome_and_said, weight_status
 TRUNK_LAYERS = ("trunk_dense", "trunk_bn", "trunk_output")
 
 
+_SAVED_TRUNKS = {}
+
+
 def saved_trunk(tmp_path, extension=".keras"):
-    """Trains and saves a trunk; returns (path, trunk, features, targets, labels)."""
-    features, targets, labels = example_data()
-    path = os.fspath(tmp_path / f"trunk{extension}")
-    trunk = train_and_save_trunk(path, features, targets, epochs=2)
-    return path, trunk, features, targets, labels
+    """A trained trunk saved as `extension`: (path, trunk, features, targets, labels).
+
+    Trained and saved once per file kind, in the first test's tmp_path; no test writes to it.
+    """
+    if extension not in _SAVED_TRUNKS:
+        features, targets, labels = example_data()
+        path = os.fspath(tmp_path / f"trunk{extension}")
+        trunk = train_and_save_trunk(path, features, targets, epochs=2)
+        _SAVED_TRUNKS[extension] = path, trunk, features, targets, labels
+    return _SAVED_TRUNKS[extension]
 
 
 def trunk_weights(model):
@@ -288,8 +295,7 @@ def test_bad_arguments_raise_value_errors_naming_them(tmp_path):
     assert all(layer.trainable for layer in model.layers)
 
 
-def test_demo_reports_an_unchanged_trunk(capsys):
-    branch_finetune.demo()
-    printed = capsys.readouterr().out
+def test_demo_reports_an_unchanged_trunk(demo_output):
+    printed = demo_output("branch_finetune")
     assert "trunk weights and BN statistics unchanged: True" in printed
     assert "trunk outputs unchanged: True" in printed

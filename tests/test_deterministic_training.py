@@ -21,7 +21,7 @@ from recipes.deterministic_training import (
     make_deterministic,
     weights_are_identical,
 )
-from tests.child_process import last_report, run_python
+from tests.child_process import finish, last_report, run_python
 
 # Runs with a difference expected retry up to this many times before the test gives up, so
 # a claim that something changes rests on 1 + ATTEMPTS runs; a claim that nothing changes is
@@ -145,11 +145,18 @@ def child_report():
     print("REPORT " + json.dumps(report))
 
 
+def run_child_report():
+    return run_python(f"from {__name__} import child_report; child_report()")
+
+
+# The child starts when the tests are collected and runs beside them (conftest).
+START_EARLY = {"without_op_determinism": run_child_report}
+
+
 @pytest.fixture(scope="module")
 def without_op_determinism():
     """What the scenarios of `child_report` did in a process without op determinism."""
-    completed = run_python(f"from {__name__} import child_report; child_report()")
-    report = json.loads(last_report(completed))
+    report = json.loads(last_report(finish(run_child_report)))
     assert report["op_determinism"] is False
     return report
 

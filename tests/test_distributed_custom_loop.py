@@ -21,6 +21,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from recipes import distributed_custom_loop as recipe
+from tests.child_process import finish
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHILD = ROOT / "tests" / "distributed_custom_loop_child.py"
@@ -64,8 +65,7 @@ def start_child(mode, **environment):
     )
 
 
-@pytest.fixture(scope="module")
-def children():
+def run_children():
     """The MirroredStrategy child and two MultiWorkerMirroredStrategy workers on localhost,
     started together (each pays its own TensorFlow import), as {name: (outcome, result)}:
     ("works", the child's JSON), ("timeout", "") or ("exit N", the end of its stderr)."""
@@ -90,6 +90,15 @@ def children():
         else:
             outcomes[name] = ("works", last_json_line(stdout))
     return outcomes
+
+
+# The children start when the tests are collected and run beside them (conftest).
+START_EARLY = {"children": run_children}
+
+
+@pytest.fixture(scope="module")
+def children():
+    return finish(run_children)
 
 
 @pytest.fixture(scope="module")

@@ -253,7 +253,6 @@ def test_build_model_accepts_a_numpy_integer_input_dim():
     assert build_model("none", input_dim=np.int64(3), seed=np.int32(2)).input_shape == (None, 3)
 
 
-def test_demo_prints_one_line_per_way(capsys):
-    freeze_batchnorm.demo()
-    printed = capsys.readouterr().out
+def test_demo_prints_one_line_per_way(demo_output):
+    printed = demo_output("freeze_batchnorm")
     assert all(f"frozen by {way}" in printed for way in freeze_batchnorm.WAYS)

@@ -327,7 +327,6 @@ def test_train_step_rejects_a_bad_optimizer_or_loss(optimizer, loss_fn, match):
         freeze_layers.train_step(functional_model(), optimizer, loss_fn, FEATURES, TARGETS)
 
 
-def test_demo_prints_the_layers_and_counts(capsys):
-    freeze_layers.demo()
-    printed = capsys.readouterr().out
+def test_demo_prints_the_layers_and_counts(demo_output):
+    printed = demo_output("freeze_layers")
     assert "trunk/inner_dense" in printed and "trunk unchanged by fit: True" in printed

@@ -8,7 +8,6 @@ import pytest
 from tensorflow import keras
 
 from conftest import outcome_of
-from recipes import gan_trainable_toggle
 from recipes.gan_trainable_toggle import (
     GanTrainer,
     build_combined,
@@ -424,8 +423,7 @@ def test_bad_arguments_raise_value_error_naming_them():
         train_discriminator_phase(discriminator, np.ones((2, 2)), [])
 
 
-def test_demo_runs(capsys):
-    gan_trainable_toggle.demo()
-    printed = capsys.readouterr().out
+def test_demo_runs(demo_output):
+    printed = demo_output("gan_trainable_toggle")
     assert "compile_gan step 1: [D loss" in printed
     assert "GanTrainer step 1: [D loss" in printed

@@ -465,8 +465,7 @@ def test_batches_as_tuples_makes_every_list_a_tuple_and_refuses_a_non_iterable()
         batches_as_tuples(3)
 
 
-def test_demo_prints_the_batch_shapes_and_three_epochs(capsys):
-    generator_dataset.demo()
-    printed = capsys.readouterr().out
+def test_demo_prints_the_batch_shapes_and_three_epochs(demo_output):
+    printed = demo_output("generator_dataset")
     assert "(16, 10, 10, 3), (16, 10, 10, 3), (16, 10, 10, 3), (2, 10, 10, 3)" in printed
     assert "steps_per_epoch=4: 3 epochs" in printed

@@ -20,7 +20,7 @@ from recipes.grouped_conv import (
     grouped_to_split_weights,
     split_to_grouped_weights,
 )
-from tests.child_process import last_report, run_python
+from tests.child_process import finish, last_report, run_python
 from tests.grouped_conv_forms import (
     TOLERANCE,
     fit_grouped_and_split,
@@ -340,9 +340,22 @@ print("REPORT", [bool(model.jit_compile) for model in models], len(fallback))
 """
 
 
-def test_grouped_conv_trains_in_fit_with_jit_compile_like_the_split_form(observe):
+def run_fit_with_xla():
+    return run_python(FIT_WITH_XLA)
+
+
+# The child starts when the tests are collected and runs beside them (conftest).
+START_EARLY = {"fit_with_xla": run_fit_with_xla}
+
+
+@pytest.fixture
+def fit_with_xla():
+    return finish(run_fit_with_xla)
+
+
+def test_grouped_conv_trains_in_fit_with_jit_compile_like_the_split_form(fit_with_xla, observe):
     # Both models kept jit_compile=True, with no fallback warning: fit really ran XLA.
-    assert last_report(run_python(FIT_WITH_XLA)) == "[True, True] 0"
+    assert last_report(fit_with_xla) == "[True, True] 0"
     observe("Conv2D(groups=2) in fit(jit_compile=True) on CPU", "works, equals split")
 
 

@@ -441,8 +441,7 @@ def test_header_has_every_field_and_the_run_line():
     assert fields["Run"] == "python -m recipes.loss_shape_pitfall"
 
 
-def test_demo_prints_both_readings_of_the_loss(capsys):
-    recipe.demo()
-    printed = capsys.readouterr().out
+def test_demo_prints_both_readings_of_the_loss(demo_output):
+    printed = demo_output("loss_shape_pitfall")
     assert "3.375" in printed and "0.375" in printed
     assert "assert_same_shape: ValueError" in printed

@@ -1,9 +1,6 @@
 """The repository's own rules: every recipe is tested, indexed, self-contained and runnable."""
 
 import ast
-import contextlib
-import importlib
-import io
 import pathlib
 import sys
 
@@ -129,12 +126,8 @@ def test_every_recipe_has_every_header_field(name):
 
 
 @pytest.mark.parametrize("name", RECIPES)
-def test_every_recipe_demo_runs_and_prints(name):
-    module = importlib.import_module(f"recipes.{name}")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        module.demo()
-    assert printed.getvalue().strip()
+def test_every_recipe_demo_runs_and_prints(name, demo_output):
+    assert demo_output(name).strip()
 
 
 @pytest.mark.stack_independent

@@ -6,12 +6,13 @@ conftest, whose import-time setup belongs to the pytest process; the child enabl
 determinism itself, as conftest.py does for the parent.
 """
 
+import atexit
 import inspect
 import os
 import pathlib
+import shutil
 import signal
-import subprocess
-import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -25,8 +26,8 @@ from recipes.resume_after_crash import (
     restore_latest_good,
     train_resumable,
 )
+from tests.child_process import finish, run_python
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOTAL_STEPS = 10  # 32 rows in batches of 8: 4 steps an epoch, so the runs cross epochs.
 EPOCHS = 3
 
@@ -117,21 +118,13 @@ def child_train_until_killed(directory):
     train_custom_loop(directory, after_step=after_step)
 
 
-def test_custom_loop_resumes_bit_identical_after_sigkill(tmp_path, uninterrupted_custom_loop):
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from {__name__} import child_train_until_killed as child; child({str(tmp_path)!r})",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def test_custom_loop_resumes_bit_identical_after_sigkill(
+    killed_children, uninterrupted_custom_loop
+):
+    directory, completed = killed_children["custom loop"]
     assert completed.returncode == -signal.SIGKILL, completed.stderr[-3000:]
-    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-6")
-    model, optimizer = train_custom_loop(tmp_path)
+    assert tf.train.latest_checkpoint(directory).endswith("ckpt-6")
+    model, optimizer = train_custom_loop(directory)
     weights, optimizer_variables = uninterrupted_custom_loop
     assert identical(model.get_weights(), weights)
     assert identical(optimizer_state(optimizer), optimizer_variables)
@@ -234,15 +227,32 @@ def child_fit_until_killed(backup_dir, save_freq):
     fit(compiled_model(seed=1), [*callbacks, KillAtBatch(1, 3)])
 
 
-def crash_in_a_child_killed_by_sigkill(backup_dir, save_freq):
-    code = (
-        f"from {__name__} import child_fit_until_killed as child; "
-        f"child({backup_dir!r}, {save_freq!r})"
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
-    assert completed.returncode == -signal.SIGKILL, completed.stderr[-3000:]
+def run_killed_children():
+    """Both SIGKILL children, each in its own fresh directory: {name: (directory, completed)}.
+
+    They start when the tests are collected and run beside them (conftest, START_EARLY); the
+    tests then resume from what each child left on disk.
+    """
+    base = tempfile.mkdtemp(prefix="resume_after_crash_")
+    atexit.register(shutil.rmtree, base, True)
+    calls = {
+        "custom loop": "child_train_until_killed as child; child({directory!r})",
+        "fit, save_freq='epoch'": "child_fit_until_killed as child; child({directory!r}, 'epoch')",
+    }
+    runs = {}
+    for index, (name, call) in enumerate(calls.items()):
+        directory = os.path.join(base, str(index))
+        code = f"from {__name__} import " + call.format(directory=directory)
+        runs[name] = (directory, run_python(code))
+    return runs
+
+
+START_EARLY = {"killed_children": run_killed_children}
+
+
+@pytest.fixture(scope="module")
+def killed_children():
+    return finish(run_killed_children)
 
 
 @pytest.fixture(scope="module")
@@ -303,12 +313,15 @@ def test_backup_and_restore_every_epoch_resumes_a_crash_mid_epoch(
 
 
 def test_backup_and_restore_every_epoch_resumes_a_sigkill_mid_epoch(
-    tmp_path, uninterrupted_fit, version_split
+    killed_children, uninterrupted_fit, version_split
 ):
     """The same, with the crashed fit in a child process killed by SIGKILL."""
-    result = crash_then_resume(
-        str(tmp_path / "backup"), "epoch", uninterrupted_fit, crash_in_a_child_killed_by_sigkill
-    )
+    backup_dir, completed = killed_children["fit, save_freq='epoch'"]
+
+    def killed_in_the_child(backup_dir, save_freq):
+        assert completed.returncode == -signal.SIGKILL, completed.stderr[-3000:]
+
+    result = crash_then_resume(backup_dir, "epoch", uninterrupted_fit, killed_in_the_child)
     version_split(
         "BackupAndRestore(save_freq='epoch'), SIGKILL mid-epoch 1 of 3, then fit again",
         result["summary"],

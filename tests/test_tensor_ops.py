@@ -520,9 +520,8 @@ def test_make_traced_printer_rejects_a_bad_log_path():
             tensor_ops.make_traced_printer(log_path)
 
 
-def test_demo_shows_every_api_and_the_print_counts(capsys):
-    tensor_ops.demo()
-    output = capsys.readouterr().out
+def test_demo_shows_every_api_and_the_print_counts(demo_output):
+    output = demo_output("tensor_ops")
     for name in list(tensor_ops.squeeze_functions()) + list(tensor_ops.concatenate_functions()):
         assert f"{name}(" in output
     assert "squeeze_axis: ValueError: cannot squeeze axis=1: its size is 3" in output

@@ -9,7 +9,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from conftest import outcome_of
-from recipes import generator_dataset, tf_data_pipeline
+from recipes import generator_dataset
 from recipes.tf_data_pipeline import (
     dataset_from_generator,
     dataset_from_plans,
@@ -309,9 +309,8 @@ def test_bad_arguments_raise_value_error_naming_them():
     assert len(list(make_pipeline(images, labels, np.int64(2), shuffle_seed=np.int32(1)))) == 2
 
 
-def test_demo_prints_the_spec_and_the_generator_check(capsys):
-    tf_data_pipeline.demo()
-    printed = capsys.readouterr().out
+def test_demo_prints_the_spec_and_the_generator_check(demo_output):
+    printed = demo_output("tf_data_pipeline")
     shapes = "[(16, 12, 12, 3), (16, 12, 12, 3), (16, 12, 12, 3), (2, 12, 12, 3)]"
     assert f"batch shapes of one epoch: {shapes}" in printed
     assert "from_generator gives the generator's batches: True" in printed

@@ -12,7 +12,6 @@ import pytest
 from tensorflow import keras
 
 from conftest import outcome_of
-from recipes import torch_dataloader
 from recipes.torch_dataloader import make_tape_step, nchw_to_nhwc, numpy_batches, to_numpy
 
 BATCH_SIZE = 4
@@ -149,8 +148,7 @@ def test_fit_rejects_a_reiterable_loader_and_takes_numpy_batches(version_split):
     assert len(history.epoch) == 2
 
 
-def test_demo_trains_with_or_without_torch(capsys):
-    torch_dataloader.demo()
-    printed = capsys.readouterr().out
+def test_demo_trains_with_or_without_torch(demo_output):
+    printed = demo_output("torch_dataloader")
     assert printed.count("train_on_batch on (8, 8, 8, 3)") == 3
     assert "steps_per_epoch=3): 2 epochs" in printed
