@@ -3,12 +3,13 @@
 In short:
     classify, trunk = split_variables_by_layer_name(model, "classify")
     optimizers = [keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-3)]  # one object per group
+    # Every stack: wrap the model for fit; GroupSchedules sets each group's rate every epoch.
     wrapped = PerGroupOptimizerModel(model, [trunk, classify], optimizers)
     wrapped.compile(loss="mse")
     wrapped.fit(x, y, epochs=10, callbacks=[GroupSchedules([trunk_schedule, classify_schedule])])
-    # Or in a tape loop: set each group's rate every epoch, then one step for all groups.
-    set_group_learning_rates(optimizers, [trunk_schedule, classify_schedule], epoch)
-    train_step_per_group(model, loss_fn, x, y, [trunk, classify], optimizers)
+    # Keras 3.15 and later: keras.optimizers.MultiOptimizer, keyed by each variable's exact path.
+    model.compile(optimizer=multi_optimizer(model, [trunk, classify], optimizers), loss="mse")
+    # Or in a tape loop: train_step_per_group(model, loss_fn, x, y, [trunk, classify], optimizers)
 
 Problem: The notes end with an open question: "if different layers have different
 learning-rate schedules, how do I set them?". A Keras optimizer has one learning rate, and
@@ -31,6 +32,11 @@ Recipe:
        compile it with the loss, and pass `GroupSchedules(schedules)` as a callback. Its
        `train_step` uses only what Keras 2 and Keras 3 share: `compute_loss(x, y, y_pred,
        sample_weight)`, `apply_gradients` and its own loss tracker.
+    5. (d) Keras 3.15 and later: `model.compile(optimizer=multi_optimizer(model, groups,
+       optimizers))` builds a `keras.optimizers.MultiOptimizer` whose `OptimizerMap` keys
+       every trainable variable by its exact `variable.path`, and plain `fit` trains each
+       group with its own optimizer. With `LearningRateScheduler`, write the schedule as
+       `f(epoch, lr)` (Pitfalls).
 
 Pitfalls:
     - One optimizer applied to a second set of variables after its first fails on every
@@ -46,6 +52,17 @@ Pitfalls:
       measured from the applied weight steps.
     - The per-group optimizers create slot variables for their own group only and keep
       them across `fit` calls; the optimizer given to `compile` is never applied.
+    - MultiOptimizer in `fit` steps each group by exactly its own SGD rate times the known
+      gradient.
+    - An `OptimizerMap` pattern must match the whole `variable.path`, and a Sequential's name
+      is part of it: "encoder_dense/.*" matches nothing in a Sequential named "sequential"
+      ("sequential/encoder_dense/kernel"), so with no error every variable trains at the
+      default optimizer's rate. `multi_optimizer` keys each variable by its exact path.
+    - `LearningRateScheduler` sets every sub-optimizer of a MultiOptimizer: a schedule
+      `f(epoch)` gives every group the same rate, erasing the per-group rates, while
+      `f(epoch, lr)` is called with each group's own rate, so `lr * factor` keeps the ratio.
+    - A `.keras` round trip restores the MultiOptimizer, its map and its sub-optimizers'
+      state: the loaded model and the saved one train on bit-identically.
 
 Versions:
     - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): reusing an optimizer on other variables
@@ -54,6 +71,9 @@ Versions:
     - Optimizers have `apply(gradients, variables)` on Keras 3 only (on Keras 2 it is an
       AttributeError); where it exists it takes the same step as `apply_gradients`, which
       works everywhere: plain SGD moves each variable by -learning_rate * gradient.
+    - `keras.optimizers.MultiOptimizer` exists from Keras 3.15 (absent on Keras 2, tf-keras
+      and Keras 3.0 to 3.14); there `multi_optimizer` raises NotImplementedError naming the
+      release, and route (c) does the same job.
     - `Model.compute_loss` takes (x, y, y_pred, sample_weight) on Keras 2 and on Keras 3.2
       to 3.3; Keras 3.0 to 3.1 add `allow_empty`, 3.4 and later `training`. Passing the four
       positionally works on all of them.
@@ -69,7 +89,9 @@ Sources: TensorFlow guide "Customizing what happens in fit()" (tensorflow.org/gu
     customizing_what_happens_in_fit: the Keras 2 train_step); Keras guide "Customizing what
     happens in fit() with TensorFlow" (keras.io/guides/custom_train_step_in_tensorflow);
     the reuse errors as users met them: yzhao062/pyod#459 (KeyError),
-    mrosol/Nonlincausality#12 (ValueError "Unknown variable").
+    mrosol/Nonlincausality#12 (ValueError "Unknown variable"); keras-team/keras#22897
+    (MultiOptimizer and OptimizerMap, Keras 3.15: keys are regexes full-matched against
+    `variable.path`).
 
 See also:
     - lr_schedules: one schedule for the whole model, on every stack
@@ -292,6 +314,44 @@ class GroupSchedules(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         set_group_learning_rates(self.model.group_optimizers, self.schedules, epoch)
+
+
+def multi_optimizer(model, groups, optimizers):
+    """(d) Keras 3.15 and later: a MultiOptimizer for `model.compile`, one optimizer a group.
+
+    Each trainable variable is keyed by its exact `variable.path`: a regex must match the
+    whole path, Sequential name included, and a miss trains silently at the default rate.
+    `groups` must hold every trainable variable of `model` exactly once.
+    """
+    _require_model(model)
+    _check_groups(groups)
+    _check_optimizers(optimizers, groups)
+    grouped = {id(variable) for group in groups for variable in group}
+    trainable = {id(variable) for variable in model.trainable_variables}
+    if grouped != trainable:
+        left_out = [
+            getattr(variable, "path", variable.name)  # Keras 2 variables have no path
+            for variable in model.trainable_variables
+            if id(variable) not in grouped
+        ]
+        raise ValueError(
+            f"groups must hold every trainable variable of {model.name!r} once; "
+            f"left out: {left_out}, {len(grouped - trainable)} not trainable in the model"
+        )
+    if not hasattr(keras.optimizers, "MultiOptimizer"):
+        raise NotImplementedError(
+            "keras.optimizers.MultiOptimizer needs Keras 3.15 or later; "
+            f"this is Keras {keras.version() if hasattr(keras, 'version') else 2}: "
+            "use PerGroupOptimizerModel"
+        )
+    by_path = {
+        variable.path: optimizer
+        for group, optimizer in zip(groups, optimizers)  # noqa: B905 - checked above
+        for variable in group
+    }
+    if len(by_path) != len(grouped):
+        raise ValueError(f"two variables of {model.name!r} share a path; rename a layer")
+    return keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(optimizers[0], by_path))
 
 
 def build_model():

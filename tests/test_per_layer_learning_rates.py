@@ -2,6 +2,7 @@
 
 import inspect
 import math
+import re
 import warnings
 
 import numpy as np
@@ -14,6 +15,7 @@ from recipes.per_layer_learning_rates import (
     GroupSchedules,
     PerGroupOptimizerModel,
     build_model,
+    multi_optimizer,
     set_group_learning_rates,
     split_variables_by_layer_name,
     train_step_per_group,
@@ -452,6 +454,183 @@ def test_compute_metrics_after_compute_loss_logs_the_loss_on_keras_2_only(versio
     )
     # The recipe's train_step keeps its own tracker and logs the batch loss on every stack
     # (test_fit_logs_the_batch_loss_and_keeps_each_group_optimizers_state_for_its_group_only).
+
+
+# --- (d) MultiOptimizer: Keras 3.15 and later ---------------------------------------------
+
+
+def where_multi_optimizer_exists(check):
+    """`check()` where keras.optimizers.MultiOptimizer exists, "absent" on other stacks."""
+    return check() if hasattr(keras.optimizers, "MultiOptimizer") else "absent"
+
+
+def sgd_pair(trunk_rate=0.01, classify_rate=0.1):
+    return [keras.optimizers.SGD(trunk_rate), keras.optimizers.SGD(classify_rate)]
+
+
+def fit_one_step(model, optimizer, epochs=1, callbacks=()):
+    """Compiles with `optimizer` and mean_output, fits; returns the variables before fit."""
+    model.compile(optimizer=optimizer, loss=mean_output)
+    before = [variable.numpy().copy() for variable in model.trainable_variables]
+    model.fit(
+        FEATURES, TARGETS, batch_size=4, epochs=epochs, shuffle=False, verbose=0,
+        callbacks=list(callbacks),
+    )  # fmt: skip
+    return before
+
+
+def test_multi_optimizer_exists_from_keras_3_15_and_the_recipe_says_so_before(version_split):
+    model = parallel_model()
+    built = outcome_of(
+        lambda: multi_optimizer(model, trunk_and_classify(model), sgd_pair()),
+        ["needs Keras 3.15 or later"],
+    )
+    present = "present" if hasattr(keras.optimizers, "MultiOptimizer") else "absent"
+    version_split(
+        "keras.optimizers.MultiOptimizer",
+        f"{present}; multi_optimizer: {built}",
+        {
+            "keras<3.15": "absent; multi_optimizer: NotImplementedError: needs Keras 3.15 or later",
+            "keras>=3.15": "present; multi_optimizer: works",
+        },
+    )
+
+
+def test_multi_optimizer_in_fit_steps_each_group_by_exactly_its_own_rate(version_split):
+    def check():
+        model = parallel_model()
+        groups = trunk_and_classify(model)
+        rates = [0.01, 0.1]
+        before = fit_one_step(model, multi_optimizer(model, groups, sgd_pair(*rates)))
+        by_variable = {id(v): r for group, r in zip(groups, rates, strict=True) for v in group}
+        for variable, old in zip(model.trainable_variables, before, strict=True):
+            # mean_output's gradient: the features' column means for a kernel, 1 for a bias.
+            gradient = KERNEL_GRADIENT if len(variable.shape) == 2 else np.ones(1, "float32")
+            expected = old - np.float32(by_variable[id(variable)]) * gradient
+            np.testing.assert_array_equal(variable.numpy(), expected)
+        return "each group steps by exactly its own rate times the gradient"
+
+    version_split(
+        "MultiOptimizer with one SGD a group, in fit",
+        where_multi_optimizer_exists(check),
+        {
+            "keras<3.15": "absent",
+            "keras>=3.15": "each group steps by exactly its own rate times the gradient",
+        },
+    )
+
+
+def sequential_encoder():
+    return keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(1, name="encoder_dense"), keras.layers.Dense(1)]
+    )
+
+
+def test_optimizer_map_pattern_without_the_sequential_name_matches_nothing(version_split):
+    """The intent: freeze the encoder with an SGD at rate 0 and train the rest at 0.1."""
+
+    def check():
+        model = sequential_encoder()
+        pattern = "encoder_dense/.*"
+        matched = [v.path for v in model.trainable_variables if re.fullmatch(pattern, v.path)]
+        assert model.trainable_variables[0].path == f"{model.name}/encoder_dense/kernel"
+        frozen_and_rest = keras.optimizers.OptimizerMap(
+            keras.optimizers.SGD(0.1), {pattern: keras.optimizers.SGD(0.0)}
+        )
+        before = fit_one_step(model, keras.optimizers.MultiOptimizer(frozen_and_rest))
+        encoder_moved = not np.array_equal(model.trainable_variables[0].numpy(), before[0])
+        # The recipe keys the exact paths: the encoder stays bit-identical.
+        model = sequential_encoder()
+        encoder = model.get_layer("encoder_dense").trainable_variables
+        head = model.layers[-1].trainable_variables
+        before = fit_one_step(model, multi_optimizer(model, [encoder, head], sgd_pair(0.0, 0.1)))
+        kept = all(
+            np.array_equal(variable.numpy(), old)
+            for variable, old in zip(encoder, before, strict=False)
+        )
+        return (
+            f"'{pattern}' matches {len(matched)} paths, the encoder trains: {encoder_moved}; "
+            f"exact paths keep it: {kept}"
+        )
+
+    version_split(
+        "OptimizerMap pattern 'encoder_dense/.*' in a Sequential",
+        where_multi_optimizer_exists(check),
+        {
+            "keras<3.15": "absent",
+            "keras>=3.15": "'encoder_dense/.*' matches 0 paths, the encoder trains: True; "
+            "exact paths keep it: True",
+        },
+    )
+
+
+def test_learning_rate_scheduler_sets_every_sub_optimizer_of_a_multi_optimizer(version_split):
+    def rates_after(schedule):
+        model = parallel_model()
+        optimizers = sgd_pair(0.01, 0.1)
+        scheduler = keras.callbacks.LearningRateScheduler(schedule)
+        fit_one_step(model, multi_optimizer(model, trunk_and_classify(model), optimizers),
+                     callbacks=[scheduler])  # fmt: skip
+        return [float(optimizer.learning_rate.numpy()) for optimizer in optimizers]
+
+    def check():
+        by_epoch = rates_after(lambda epoch: 0.5)
+        by_epoch_and_rate = rates_after(lambda epoch, rate: rate * 0.5)
+        halved = [float(np.float32(0.01) / 2), float(np.float32(0.1) / 2)]
+        assert by_epoch_and_rate == halved, by_epoch_and_rate
+        return f"f(epoch) sets every group to {by_epoch}; f(epoch, lr) halves each group's rate"
+
+    version_split(
+        "LearningRateScheduler on a MultiOptimizer",
+        where_multi_optimizer_exists(check),
+        {
+            "keras<3.15": "absent",
+            "keras>=3.15": "f(epoch) sets every group to [0.5, 0.5]; "
+            "f(epoch, lr) halves each group's rate",
+        },
+    )
+
+
+def test_multi_optimizer_survives_a_keras_file_round_trip(tmp_path, version_split):
+    def check():
+        model = parallel_model()
+        optimizers = [keras.optimizers.Adam(0.01), keras.optimizers.Adam(0.1)]
+        fit_one_step(model, multi_optimizer(model, trunk_and_classify(model), optimizers))
+        model.save(tmp_path / "model.keras")
+        loaded = keras.models.load_model(
+            tmp_path / "model.keras", custom_objects={"mean_output": mean_output}
+        )
+        for trained in (model, loaded):
+            trained.fit(FEATURES, TARGETS, batch_size=4, epochs=1, shuffle=False, verbose=0)
+        same = all(
+            np.array_equal(new, old)
+            for new, old in zip(loaded.get_weights(), model.get_weights(), strict=True)
+        )
+        inner = [type(optimizer).__name__ for optimizer in loaded.optimizer.optimizers]
+        outer = type(loaded.optimizer).__name__
+        return f"loads a {outer} of {inner}; trains on bit-identically: {same}"
+
+    version_split(
+        "MultiOptimizer through a .keras save and load",
+        where_multi_optimizer_exists(check),
+        {
+            "keras<3.15": "absent",
+            "keras>=3.15": "loads a MultiOptimizer of ['Adam', 'Adam']; "
+            "trains on bit-identically: True",
+        },
+    )
+
+
+def test_multi_optimizer_names_the_variables_the_groups_leave_out():
+    model = parallel_model()
+    trunk, classify = trunk_and_classify(model)
+    with pytest.raises(ValueError, match=r"every trainable variable of .* left out: \[.*bias"):
+        multi_optimizer(model, [trunk, classify[:1]], sgd_pair())
+    with pytest.raises(ValueError, match=r"model must be a keras Model, got None"):
+        multi_optimizer(None, [trunk, classify], sgd_pair())
+    with pytest.raises(ValueError, match=r"optimizers\[1\] is used twice"):
+        shared = keras.optimizers.SGD(0.1)
+        multi_optimizer(model, [trunk, classify], [shared, shared])
 
 
 # --- Input validation ---------------------------------------------------------------------
