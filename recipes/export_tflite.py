@@ -57,6 +57,8 @@ Pitfalls:
       0.54x-0.56x and int8 to 0.39x-0.41x (0.545-0.557 and 0.399-0.406 measured on every
       release line from Keras 2.12 to 3.15). The weights shrink 2x and 4x; the
       flatbuffer's fixed part keeps the ratios above 0.5x and 0.25x.
+    - `model.export("model.tflite", format="litert")` on Keras 3.0 to 3.7 raises nothing and
+      writes a SavedModel directory named model.tflite: those releases ignore `format`.
     - Bad input (an unknown quantization, route or interpreter, a representative dataset of
       the wrong shape, none for int8, or one for float32/float16) is a ValueError naming the
       argument and value, raised before the converter runs.
@@ -78,6 +80,12 @@ Versions:
       "(READ_VARIABLE) failed to invoke".
     - Keras 3 on TensorFlow 2.20 and later: both convert and invoke silently, with wrong
       outputs.
+    - Keras' own LiteRT export, `model.export(path, format="litert")` (an export archive, then
+      `from_saved_model`, as the default route): Keras 3.13 and later write a .tflite file
+      that matches Keras within 1e-5; 3.8 to 3.12 raise ValueError "Unrecognized
+      format=litert"; 3.0 to 3.7 write a SavedModel directory (Pitfalls); Keras 2 and
+      tf-keras raise TypeError "unexpected keyword argument 'format'". The recipe's
+      `convert_to_tflite` also quantizes and works on every stack.
     - `tf.lite.Interpreter` works silently on TensorFlow 2.12 to 2.17. Its constructor warns
       UserWarning on 2.18 "Please use the LiteRT interpreter from the ai_edge_litert
       package", and from 2.19 "tf.lite.Interpreter is deprecated and is scheduled for
@@ -91,7 +99,8 @@ Sources: zldrobit/yolov5 tf-android branch, `models/tf.py` and its README (Saved
     tensorflow/tensorflow#69237 (TF 2.16 "LLVM ERROR: Failed to infer result type(s)");
     keras-team/keras#19108 (Keras 3 TFLite conversion errors); tensorflow/tensorflow#102071
     (tf.lite deprecated in favour of LiteRT); LiteRT migration guide
-    (ai.google.dev/edge/litert/migration).
+    (ai.google.dev/edge/litert/migration); keras-team/keras#21674 (the PR that brought
+    `model.export(format="litert")`) and keras-team/keras-io#2260 (its guide, for 3.13).
 
 See also:
     - space_to_depth_reorg: the Reorg layer and loading it back into Keras

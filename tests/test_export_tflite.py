@@ -5,6 +5,8 @@ process ("LLVM ERROR") run in a child process, restarted after each abort, so an
 an outcome; the same child first serves the SavedModels without the recipe's classes.
 """
 
+import contextlib
+import io
 import json
 import signal
 import textwrap
@@ -259,6 +261,34 @@ def test_tflite_conversion_route_outcome_depends_on_the_stack(
 
 def test_default_route_converts_and_matches_keras_on_every_stack(route_outcomes):
     assert route_outcomes[default_route()] == "works"
+
+
+def test_model_export_format_litert_depends_on_the_keras_version(
+    model_inputs_expected, tmp_path, version_split
+):
+    """Keras' own LiteRT export: a .tflite file from 3.13, silently a directory before 3.8."""
+    model, inputs, expected = model_inputs_expected
+    path = tmp_path / "model.tflite"
+    with contextlib.redirect_stdout(io.StringIO()):  # "Saved artifact at ..."
+        outcome = outcome_of(
+            lambda: model.export(str(path), format="litert"),
+            ["unexpected keyword argument 'format'", "Unrecognized format=litert"],
+        )
+    if outcome == "works" and path.is_dir():
+        outcome = f"writes a SavedModel directory: {sorted(x.name for x in path.iterdir())}"
+    elif outcome == "works":
+        outcome = classify_converted(path.read_bytes(), inputs, expected)
+    version_split(
+        "model.export(path, format='litert')",
+        outcome,
+        {
+            "keras<3": "TypeError: unexpected keyword argument 'format'",
+            "keras>=3,<3.8": "writes a SavedModel directory: "
+            "['assets', 'fingerprint.pb', 'saved_model.pb', 'variables']",
+            "keras>=3.8,<3.13": "ValueError: Unrecognized format=litert",
+            "keras>=3.13": "works",
+        },
+    )
 
 
 # --- Quantization ---------------------------------------------------------------------------
