@@ -10,6 +10,7 @@ import importlib
 import inspect
 import io
 import json
+import linecache
 import os
 import pathlib
 import re
@@ -259,12 +260,21 @@ def _saw(kind, type_name, text):
 
 
 def saw_error(error):
-    """Keep the whole message of an error a test caught on purpose, unless our code raised it."""
+    """Keep the whole message of an error a test caught on purpose, unless our code raised it.
+
+    Ours means a `raise` statement in the repository. Keras and TensorFlow cut their own
+    frames from a traceback, so an error they raise inside a test's layer (`self.add_weight`
+    in `call`, a Python `if` on a tensor) can end on a line of ours that is not a `raise`:
+    that error is theirs, and users paste it.
+    """
     traceback = error.__traceback__
     while traceback is not None and traceback.tb_next is not None:
         traceback = traceback.tb_next
-    if traceback is not None and _is_own_code(traceback.tb_frame.f_code.co_filename):
-        return
+    if traceback is not None:
+        filename = traceback.tb_frame.f_code.co_filename
+        line = linecache.getline(filename, traceback.tb_lineno).strip()
+        if _is_own_code(filename) and line.startswith("raise"):
+            return
     _saw("error", type(error).__name__, error)
 
 

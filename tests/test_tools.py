@@ -555,3 +555,21 @@ def test_update_replaces_only_the_rerun_recipes_behaviours_on_the_rerun_stack():
         ("a", "new"),
     ]
     assert merged["tests"] == {"tests": 9} and merged["rerun"]["tests"] == 2
+
+
+def test_saw_error_keeps_library_errors_and_skips_the_repositorys_raise_statements(request):
+    """The error index keeps what libraries raise, even when Keras cut its frames away."""
+
+    def ours():
+        raise ValueError("ours: never in the index")
+
+    def recorded():
+        return {key[3] for key in conftest._MESSAGES if key[0] == request.node.nodeid}
+
+    with pytest.raises(ValueError):
+        ours()
+    # A library error whose last frame is a line of ours that is not a `raise`, as when Keras
+    # strips its own frames from an error raised inside a test's layer.
+    with pytest.raises(ValueError):
+        (lambda: int("not a number"))()
+    assert recorded() == {"invalid literal for int() with base 10: 'not a number'"}
