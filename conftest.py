@@ -86,8 +86,9 @@ def fresh_seeded_keras(request):
 
     Together with op determinism (enabled above), two runs of a test compute the same numbers.
 
-    Clearing only before each test, and without `gc.collect()` where Keras 3.15 offers to skip
-    it (`free_memory=False`): the collection cost about 0.26 s a call, most of tf221's time.
+    Clearing only before each test, and without `gc.collect()` where Keras offers to skip it
+    (`free_memory=False`, Keras 3.3 and later): the collection cost about 0.26 s a call, most
+    of tf221's time. Keras 3.2 always collects (recipes/deterministic_training.py).
     """
     keras.backend.clear_session(**_CLEAR_SESSION_KWARGS)
     keras.utils.set_random_seed(0)

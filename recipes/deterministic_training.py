@@ -53,6 +53,11 @@ Versions:
     - Keras 2 (tf-keras included): with op determinism on and no TensorFlow seed, calling
       a Dropout layer in training raises RuntimeError "Random ops require a seed".
     - Keras 3: the same call works; Keras 3 seeds Dropout from its own seed generator.
+    - Several runs in one process (a search, a test suite) start each from
+      `keras.backend.clear_session()`. Keras 3.2 made it run a full `gc.collect()` at every
+      call, and 3.3 added `clear_session(free_memory=False)` to skip it; Keras 2, tf-keras
+      and Keras 3.0 to 3.1 never collect. conftest.py passes `free_memory=False` where the
+      argument exists, so only Keras 3.2 collects before each test.
 
 Sources: TensorFlow API docs "tf.config.experimental.enable_op_determinism" (section
     "Determinism and tf.data"), "tf.keras.utils.set_random_seed", "tf.random.set_seed"

@@ -7,6 +7,8 @@ fixture). The child imports this module, so this module must not import conftest
 would switch op determinism on in the child too.
 """
 
+import gc
+import inspect
 import json
 import re
 
@@ -281,6 +283,27 @@ def test_dropout_without_a_tensorflow_seed_under_op_determinism_depends_on_keras
         "Dropout(training=True) with op determinism on and no TensorFlow seed",
         observed,
         {"keras<3": "RuntimeError: Random ops require a seed", "keras>=3": "works"},
+    )
+
+
+def test_clear_session_collects_garbage_depending_on_the_keras_version(monkeypatch, version_split):
+    collections = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(args) or collect(*args))
+    keras.backend.clear_session()
+    observed = f"default: {len(collections)} gc.collect()"
+    if "free_memory" in inspect.signature(keras.backend.clear_session).parameters:
+        collections.clear()
+        keras.backend.clear_session(free_memory=False)
+        observed += f"; free_memory=False: {len(collections)}"
+    version_split(
+        "gc.collect() calls of one keras.backend.clear_session()",
+        observed,
+        {
+            "keras<3.2": "default: 0 gc.collect()",
+            "keras>=3.2,<3.3": "default: 1 gc.collect()",
+            "keras>=3.3": "default: 1 gc.collect(); free_memory=False: 0",
+        },
     )
 
 
