@@ -203,6 +203,9 @@ _VOLATILE = [
     (re.compile(r"(?<![\w.<>/-])~?(?:/[^\s'\"`,;:()\[\]{}<>|]+){2,}/?"), "<path>"),
     # Names Keras generates with a session counter: dense_3, sequential_12, input_layer_1.
     (re.compile(r"\b([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*)_\d+\b"), r"\1_<n>"),
+    # CPython names where the recursion limit struck ("... while calling a Python object",
+    # "... in comparison"), which changes from run to run.
+    (re.compile(r"^(maximum recursion depth exceeded)\b.*$"), r"\1"),
 ]
 # Longer texts are cut at a sentence end before this many characters.
 _MESSAGE_LIMIT = 600

@@ -384,6 +384,12 @@ def test_whole_message_masks_paths_addresses_and_generated_layer_names():
     )
 
 
+def test_whole_message_keeps_only_the_stable_part_of_a_recursion_error():
+    for where in ("while calling a Python object", "in comparison"):
+        message = conftest.whole_message(f"maximum recursion depth exceeded {where}")
+        assert message == "maximum recursion depth exceeded"
+
+
 def test_whole_message_keeps_the_error_inside_keras_exception_encountered():
     text = "Exception encountered when calling Reorg.call().\n\nCould not squeeze.\n\nArgs: x"
     assert conftest.whole_message(text) == (
