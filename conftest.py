@@ -211,11 +211,17 @@ _VOLATILE = [
 _MESSAGE_LIMIT = 600
 
 
+# A printed set of strings and None ("Expected one of {'sum', 'none', None}"): Python 3.11
+# hashes None by its address, so the order changes from process to process.
+_PRINTED_SET = re.compile(r"\{((?:'[^']*'|None)(?:, (?:'[^']*'|None))+)\}")
+
+
 def mask_volatile(text):
-    """`text` with addresses, absolute paths and generated layer names replaced by placeholders."""
+    """`text` with addresses, absolute paths and generated layer names replaced by placeholders,
+    and printed sets of strings in sorted order."""
     for pattern, placeholder in _VOLATILE:
         text = pattern.sub(placeholder, text)
-    return text
+    return _PRINTED_SET.sub(lambda found: "{" + ", ".join(sorted(found[1].split(", "))) + "}", text)
 
 
 def whole_message(text):

@@ -390,6 +390,12 @@ def test_whole_message_keeps_only_the_stable_part_of_a_recursion_error():
         assert message == "maximum recursion depth exceeded"
 
 
+def test_whole_message_prints_a_set_of_strings_in_sorted_order():
+    for printed in ("{'sum', 'none', None}", "{None, 'none', 'sum'}"):
+        message = conftest.whole_message(f"Expected one of {printed}. Received: x")
+        assert message == "Expected one of {'none', 'sum', None}. Received: x"
+
+
 def test_whole_message_keeps_the_error_inside_keras_exception_encountered():
     text = "Exception encountered when calling Reorg.call().\n\nCould not squeeze.\n\nArgs: x"
     assert conftest.whole_message(text) == (
