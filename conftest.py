@@ -203,6 +203,10 @@ _VOLATILE = [
     (re.compile(r"(?<![\w.<>/-])~?(?:/[^\s'\"`,;:()\[\]{}<>|]+){2,}/?"), "<path>"),
     # Names Keras generates with a session counter: dense_3, sequential_12, input_layer_1.
     (re.compile(r"\b([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*)_\d+\b"), r"\1_<n>"),
+    # TensorFlow's counters of traced functions and resources, which grow with every test
+    # that runs before: "__inference_predict_function_298480", "Resource-9085-at-".
+    (re.compile(r"\b__inference_(\w+?)_\d+\b"), r"__inference_\1_<n>"),
+    (re.compile(r"\bResource-\d+-at"), "Resource-<n>-at"),
     # CPython names where the recursion limit struck ("... while calling a Python object",
     # "... in comparison"), which changes from run to run.
     (re.compile(r"^(maximum recursion depth exceeded)\b.*$"), r"\1"),
@@ -264,6 +268,12 @@ def _saw(kind, type_name, text):
     nodeid = _CURRENT_TEST["nodeid"]
     message = whole_message(text)
     if nodeid is None or not message or type_name in _NOT_MESSAGES:
+        return
+    # Inside a property test the message names the drawn example (its shapes, its values),
+    # and which examples a full run draws was seen to differ between two runs of tf216; an
+    # index that changed from run to run would fail `matrix --check`. Tests outside
+    # Hypothesis raise the same errors on fixed inputs.
+    if hypothesis.currently_in_test_context():
         return
     key = (nodeid, kind, type_name, message)
     _MESSAGES.setdefault(key, {"test": nodeid, "kind": kind, "type": type_name, "message": message})

@@ -585,3 +585,33 @@ def test_saw_error_keeps_library_errors_and_skips_the_repositorys_raise_statemen
     with pytest.raises(ValueError):
         (lambda: int("not a number"))()
     assert recorded() == {"invalid literal for int() with base 10: 'not a number'"}
+
+
+def test_errors_inside_a_property_test_stay_out_of_the_index(request):
+    """A message from inside @given names a drawn example, so the index keeps it only outside."""
+
+    def recorded():
+        return {key[3] for key in conftest._MESSAGES if key[0] == request.node.nodeid}
+
+    @hypothesis.settings(max_examples=3, database=None)
+    @hypothesis.given(st.integers(0, 9))
+    def property_test(number):
+        with pytest.raises(ValueError):
+            int(f"not a number {number}")
+
+    property_test()
+    assert recorded() == set()
+    with pytest.raises(ValueError):
+        int("not a number")
+    assert recorded() == {"invalid literal for int() with base 10: 'not a number'"}
+
+
+def test_mask_volatile_hides_tensorflows_function_and_resource_counters():
+    text = (
+        "Failed to add concrete function 'b'__inference_predict_function_273999'' ... "
+        'ResourceHandle(name="Resource-8696-at-0x5581", device="/job:localhost")'
+    )
+    assert conftest.mask_volatile(text) == (
+        "Failed to add concrete function 'b'__inference_predict_function_<n>'' ... "
+        'ResourceHandle(name="Resource-<n>-at-<address>", device="/job:localhost")'
+    )
