@@ -41,6 +41,18 @@ def non_negative_number(text):
     return value
 
 
+def add_common_arguments(parser, default_repeats, contender="route"):
+    """Adds the options every benchmark takes: --repeats and --json."""
+    parser.add_argument(
+        "--repeats",
+        type=positive_integer,
+        default=default_repeats,
+        help=f"interleaved measurements per {contender}; the median and the best are "
+        f"reported (default {default_repeats})",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+
+
 def describe_stack():
     """The TensorFlow, Keras and machine this run measures, as a dict of short values."""
     import tensorflow as tf

@@ -318,12 +318,6 @@ def parse_arguments(argv=None):
         help=f"timed fit steps of batch {BATCH_SIZE} per feed and repeat (default {DEFAULT_STEPS})",
     )
     parser.add_argument(
-        "--repeats",
-        type=harness.positive_integer,
-        default=DEFAULT_REPEATS,
-        help=f"interleaved measurements per feed (default {DEFAULT_REPEATS})",
-    )
-    parser.add_argument(
         "--cost-ms",
         type=harness.non_negative_number,
         default=DEFAULT_COST_MS,
@@ -335,7 +329,7 @@ def parse_arguments(argv=None):
         default=DEFAULT_WORKERS,
         help=f"worker threads of the Sequence/PyDataset feed (default {DEFAULT_WORKERS})",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    harness.add_common_arguments(parser, DEFAULT_REPEATS, contender="feed")
     return parser.parse_args(argv)
 
 

@@ -71,14 +71,7 @@ def parse_arguments(argv=None):
         default=DEFAULT_CALLS,
         help=f"timed calls per route and repeat (default {DEFAULT_CALLS})",
     )
-    parser.add_argument(
-        "--repeats",
-        type=harness.positive_integer,
-        default=DEFAULT_REPEATS,
-        help="interleaved measurements per route; the median and the best are reported "
-        f"(default {DEFAULT_REPEATS})",
-    )
-    parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    harness.add_common_arguments(parser, DEFAULT_REPEATS)
     return parser.parse_args(argv)
 
 

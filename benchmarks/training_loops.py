@@ -103,13 +103,6 @@ def parse_arguments(argv=None):
         help=f"timed optimizer steps per route and repeat (default {DEFAULT_STEPS})",
     )
     parser.add_argument(
-        "--repeats",
-        type=harness.positive_integer,
-        default=DEFAULT_REPEATS,
-        help="interleaved measurements per route; the median and the best are reported "
-        f"(default {DEFAULT_REPEATS})",
-    )
-    parser.add_argument(
         "--steps-per-call",
         type=harness.positive_integer,
         default=DEFAULT_STEPS_PER_CALL,
@@ -124,7 +117,7 @@ def parse_arguments(argv=None):
         help="what the Python loops iterate: the tf.data pipeline fit reads (default, "
         "as a user's loop would) or ready-made tensors (no input cost at all)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    harness.add_common_arguments(parser, DEFAULT_REPEATS)
     arguments = parser.parse_args(argv)
     # With one step per call the multi-step routes would repeat the single-step ones.
     if arguments.steps_per_call < 2:
