@@ -476,3 +476,32 @@ def test_mode_for_reads_the_direction_from_the_name_ending(monitor, mode):
 def test_helpers_reject_bad_input_naming_the_argument_and_value(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_demo_restores_with_validation_data_as_the_tests_do_with_fed_logs(
+    demo_output, version_split
+):
+    """The tests above feed `val_distance` into the logs; the demo validates on real
+    `validation_data` (target 0.8, so epoch 1's w = 0.75 is the best of 0.5, 0.75, 0.875,
+    0.9375). EarlyStopping and BestWeights end where they do with the fed value."""
+    printed = demo_output("callbacks_semantics").splitlines()
+
+    def weight_after(prefix):
+        [line] = [line for line in printed if line.startswith(prefix)]
+        return float(line.rpartition("w = ")[2])
+
+    restored = weight_after("EarlyStopping after all 4 epochs:")
+    if restored == hand_weight(1):
+        observed = "the best epoch's weights"
+    elif restored == hand_weight(3):
+        observed = "the last epoch's weights"
+    else:
+        observed = f"other weights: {restored}"
+    version_split(
+        "EarlyStopping(restore_best_weights=True) with validation_data, when fit runs all "
+        "its epochs",
+        observed,
+        {"keras<2.16": "the last epoch's weights", "keras>=2.16": "the best epoch's weights"},
+    )
+    assert "BestWeights: best epoch 1, w = 0.75" in printed
+    assert weight_after("BestWeights:") == hand_weight(1)
