@@ -11,7 +11,7 @@ worker threads and knows the epoch's length. Keras 3 renamed it `PyDataset` and 
 loader options: Keras 2 takes `workers`, `use_multiprocessing` and `max_queue_size` in
 `fit`, Keras 3 in the dataset's constructor, and each stack raises TypeError where the other
 expects them. A dataset that shuffles in `on_epoch_end` also meets fit's own batch shuffling
-and a different count of `on_epoch_end` calls per stack.
+and a different count of `on_epoch_end` calls per stack, on different threads.
 
 Recipe:
     1. Subclass `getattr(keras.utils, "PyDataset", keras.utils.Sequence)` (`DatasetBase`):
@@ -34,6 +34,8 @@ Pitfalls:
     - fit requests one or two batches before the first epoch (to learn the input shapes)
       from the same object, on every stack, so `__getitem__` must not count on being
       called once per step.
+    - With `workers > 1`, `on_epoch_end` may run twice in an epoch, once on the loader's
+      thread (Versions), so a shuffle there must not count on one call per epoch.
 
 Versions:
     - Keras 2 (2.12 to 2.15, tf-keras 2.16 to 2.21): `keras.utils.PyDataset` does not exist;
@@ -48,12 +50,20 @@ Versions:
     - Keras 2 and Keras 3.0 to 3.6: fit(epochs=3) calls `on_epoch_end` 3 times. 3.7 and later:
       4 times, once before the first epoch (fit resets its epoch iterator after peeking at
       the first batches), so the first epoch already sees the second order.
+    - Keras 2 and Keras 3.0 to 3.5 with `workers > 1`: once fit has taken the epoch's last
+      batch, the loader thread calls `on_epoch_end` itself if fit has not stopped it 0.1 s
+      later, and fit calls it again. Keras 3.0 to 3.5 stop it as the last step ends, so a
+      slow last step is enough; Keras 2 stops it after the epoch-end callbacks, so a slow
+      callback is enough too. 3.6 and later: only fit calls it.
 
 Sources: keras.io API "PyDataset class" (keras.io/api/utils/python_utils/#pydataset-class);
 tf.keras.utils.Sequence API reference (tensorflow.org/api_docs/python/tf/keras/utils/
 Sequence); keras-team/keras source `trainers/data_adapters/py_dataset_adapter.py` and
 `trainers/epoch_iterator.py` (`reset` calls `on_epoch_end`); keras-team/keras#21068 (the
-warning for a PyDataset that does not call `super().__init__`).
+warning for a PyDataset that does not call `super().__init__`); tensorflow/tensorflow#45962
+(`on_epoch_end` called more than once per epoch with workers, TF 2.3); keras-team/keras#19958
+(a shuffle in `on_epoch_end` can run twice); keras-team/keras#20123 (the enqueuer rework
+released in 3.6: fit starts and stops the loader each epoch).
 
 Speed: benchmarks/input_pipelines.py, tf221 (TF 2.21, Keras 3.15), 2026-11-26, 2-core AMD
     EPYC, batch 32 into a small CNN: with a 1 ms numpy cost per sample, this dataset with

@@ -1,5 +1,6 @@
 """Tests for recipes/sequence_dataset.py: indexing, shuffling, loader options, fit per stack."""
 
+import threading
 import warnings
 
 import hypothesis
@@ -41,13 +42,8 @@ class RecordingDataset(ArrayDataset):
         super().on_epoch_end()
 
 
-def requested_per_epoch(log, epochs, batches):
-    """The batch indices each of the last `epochs` epochs requested, peeks left out.
-
-    Keras requests one or two batches before the first epoch to learn the input shapes;
-    they land before the first epoch's batches, so each epoch's requests are the last
-    `batches` entries before its on_epoch_end.
-    """
+def segments_between_epoch_ends(log):
+    """The batch indices requested before each on_epoch_end call, in order."""
     segments, current = [], []
     for entry in log:
         if entry == "end":
@@ -55,7 +51,34 @@ def requested_per_epoch(log, epochs, batches):
             current = []
         else:
             current.append(entry)
-    return [segment[-batches:] for segment in segments[-epochs:]]
+    return segments
+
+
+def requested_per_epoch(log, epochs, batches):
+    """The batch indices each of the last `epochs` epochs requested, peeks left out.
+
+    Keras requests one or two batches before the first epoch to learn the input shapes;
+    they land before the first epoch's batches, so each epoch's requests are the last
+    `batches` entries before its on_epoch_end.
+    """
+    return [segment[-batches:] for segment in segments_between_epoch_ends(log)[-epochs:]]
+
+
+class ThreadRecordingDataset(RecordingDataset):
+    """RecordingDataset that also notes which thread calls on_epoch_end: main or loader."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.end_threads = []
+        self.called_from_loader = threading.Event()
+
+    def on_epoch_end(self):
+        if threading.current_thread() is threading.main_thread():
+            self.end_threads.append("main")
+        else:
+            self.end_threads.append("loader")
+            self.called_from_loader.set()
+        super().on_epoch_end()
 
 
 # --- The base class and the dataset itself ------------------------------------------------
@@ -187,7 +210,58 @@ def test_workers_go_to_the_constructor_on_keras_3_and_to_fit_on_keras_2(version_
         assert len(history.epoch) == 1
     else:
         assert dataset.fit_kwargs() == expected_options
-    assert sorted(requested_per_epoch(dataset.log, 1, 4)[-1]) == [0, 1, 2, 3]
+    # The epoch's four batches are the first four requests in a row without an epoch end
+    # between them (peeks come before). Keras 2's loader thread may call on_epoch_end and
+    # start the next epoch before fit stops it (the next test), so later segments vary.
+    first_epoch = next(s for s in segments_between_epoch_ends(dataset.log) if len(s) >= 4)
+    assert sorted(first_epoch[-4:]) == [0, 1, 2, 3]
+
+
+# With workers > 1, the loader thread of Keras 2 and Keras 3.0 to 3.5 checks every 0.1 s
+# whether fit has taken all of the epoch's batches, then calls on_epoch_end itself and starts
+# the next epoch, unless fit has stopped it first. Keras 3.0 to 3.5 stop it as the epoch's
+# last step ends, before the epoch-end callbacks; Keras 2 after them (validation included).
+LOADER_ON_EPOCH_END = {
+    "last step": {
+        "keras<3.6": "loader, main",
+        "keras>=3.6,<3.7": "main",
+        "keras>=3.7": "main, main",
+    },
+    "epoch-end callback": {
+        "keras<3": "loader, main",
+        "keras>=3,<3.7": "main",
+        "keras>=3.7": "main, main",
+    },
+}
+
+
+@pytest.mark.parametrize("slow", sorted(LOADER_ON_EPOCH_END))
+def test_with_workers_the_loader_thread_calls_on_epoch_end_when_the_epoch_ends_slowly(
+    version_split, slow
+):
+    images, labels = numbered_samples(12)
+    dataset = ThreadRecordingDataset(images, labels, batch_size=3, workers=2)
+
+    class Slow(keras.callbacks.Callback):
+        """A slow last step or epoch end: waits (2 s at most) for a loader on_epoch_end."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if slow == "last step" and batch == len(dataset) - 1:
+                dataset.called_from_loader.wait(timeout=2.0)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if slow == "epoch-end callback":
+                dataset.called_from_loader.wait(timeout=2.0)
+
+    history = small_model().fit(
+        dataset, epochs=1, shuffle=False, verbose=0, callbacks=[Slow()], **dataset.fit_kwargs()
+    )
+    assert len(history.epoch) == 1
+    version_split(
+        f"threads calling on_epoch_end in fit(epochs=1) with workers=2 and a slow {slow}",
+        ", ".join(dataset.end_threads),
+        LOADER_ON_EPOCH_END[slow],
+    )
 
 
 def test_a_subclass_that_skips_super_init_trains_with_a_warning_on_keras_3_only(version_split):
