@@ -51,9 +51,9 @@ Versions:
       4 times, once before the first epoch (fit resets its epoch iterator after peeking at
       the first batches), so the first epoch already sees the second order.
     - Keras 2 and Keras 3.0 to 3.5 with `workers > 1`: once fit has taken the epoch's last
-      batch, the loader thread calls `on_epoch_end` itself if fit has not stopped it 0.1 s
-      later, and fit calls it again. Keras 3.0 to 3.5 stop it as the last step ends, so a
-      slow last step is enough; Keras 2 stops it after the epoch-end callbacks, so a slow
+      batch, the loader thread calls `on_epoch_end` itself if fit has not stopped it yet,
+      and fit calls it again. Keras 3.0 to 3.5 stop it as the last step ends, so a slow
+      last step is enough; Keras 2 stops it after the epoch-end callbacks, so a slow
       callback is enough too. 3.6 and later: only fit calls it.
 
 Sources: keras.io API "PyDataset class" (keras.io/api/utils/python_utils/#pydataset-class);

@@ -220,7 +220,7 @@ def test_workers_go_to_the_constructor_on_keras_3_and_to_fit_on_keras_2(version_
 # With workers > 1, the loader thread of Keras 2 and Keras 3.0 to 3.5 checks every 0.1 s
 # whether fit has taken all of the epoch's batches, then calls on_epoch_end itself and starts
 # the next epoch, unless fit has stopped it first. Keras 3.0 to 3.5 stop it as the epoch's
-# last step ends, before the epoch-end callbacks; Keras 2 after them (validation included).
+# last step ends, before the epoch-end callbacks; Keras 2 after them.
 LOADER_ON_EPOCH_END = {
     "last step": {
         "keras<3.6": "loader, main",
