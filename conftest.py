@@ -6,6 +6,7 @@ sides in every environment.
 """
 
 import contextlib
+import gc
 import importlib
 import inspect
 import io
@@ -466,6 +467,11 @@ def pytest_collection_finish(session):
         for name in getattr(item, "fixturenames", ()):
             if name in early:
                 child_process.start_early(early[name])
+    # TensorFlow, Keras and the test modules are imported now and stay to the end. Frozen,
+    # Python's garbage collector no longer walks them on each full collection: those took
+    # 16.6 s of tf221's 164 s, 7.2 s once frozen (measured with gc.callbacks).
+    gc.collect()
+    gc.freeze()
 
 
 _DEMO_OUTPUT = {}

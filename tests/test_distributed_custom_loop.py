@@ -8,11 +8,8 @@ run MultiWorkerMirroredStrategy. The tests assert on the JSON they print.
 """
 
 import json
-import os
-import pathlib
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,10 +18,14 @@ import tensorflow as tf
 from tensorflow import keras
 
 from recipes import distributed_custom_loop as recipe
-from tests.child_process import finish
+from tests.child_process import finish, start_python
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-CHILD = ROOT / "tests" / "distributed_custom_loop_child.py"
+# `python tests/distributed_custom_loop_child.py MODE`, run as code so the child can fork from
+# the suite's server (tests/child_process.py) instead of importing TensorFlow again.
+RUN_CHILD = (
+    "import runpy, sys; sys.path.insert(0, 'tests'); "
+    "runpy.run_path('tests/distributed_custom_loop_child.py', run_name='__main__')"
+)
 # Two replicas add their halves of a batch separately and the all-reduce adds the two sums: a
 # different float32 summation order than one device's, so results differ by rounding. Weights
 # of size ~1 after 8 SGD steps differ by a few 1e-8 (float32 epsilon is 1.2e-7); 1e-6 leaves
@@ -35,10 +36,6 @@ TOLERANCE = 1e-6
 # up to 65 s of wall time, and a loaded CI run has run each stack 4x slower than alone, so
 # the bound leaves room for that (only a hang ever waits this long).
 CHILD_TIMEOUT_SECONDS = 600
-
-
-def child_environment(**extra):
-    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
 def last_json_line(stdout):
@@ -56,40 +53,32 @@ def free_ports(count):
 
 
 def start_child(mode, **environment):
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), mode],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_environment(**environment),
-        cwd=ROOT,
-    )
+    """`python tests/distributed_custom_loop_child.py mode`, with `environment` set."""
+    return start_python(RUN_CHILD, mode, environment=environment)
 
 
 def run_children():
     """The MirroredStrategy child and two MultiWorkerMirroredStrategy workers on localhost,
-    started together (each pays its own TensorFlow import), as {name: (outcome, result)}:
-    ("works", the child's JSON), ("timeout", "") or ("exit N", the end of its stderr)."""
+    started together, as {name: (outcome, result)}: ("works", the child's JSON),
+    ("timeout", "") or ("exit N", the end of its stderr)."""
     workers = [f"localhost:{port}" for port in free_ports(2)]
-    processes = {"mirrored": start_child("mirrored")}
+    children = {"mirrored": start_child("mirrored")}
     for index in range(len(workers)):
-        processes[f"worker {index}"] = start_child(
+        children[f"worker {index}"] = start_child(
             "worker", TF_CONFIG=recipe.tf_config(workers, index)
         )
     deadline = time.monotonic() + CHILD_TIMEOUT_SECONDS
     outcomes = {}
-    for name, process in processes.items():
+    for name, child in children.items():
         try:
-            stdout, stderr = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+            completed = child.finish(timeout=max(deadline - time.monotonic(), 1))
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
             outcomes[name] = ("timeout", "")
             continue
-        if process.returncode != 0:
-            outcomes[name] = (f"exit {process.returncode}", stderr[-3000:])
+        if completed.returncode != 0:
+            outcomes[name] = (f"exit {completed.returncode}", completed.stderr[-3000:])
         else:
-            outcomes[name] = ("works", last_json_line(stdout))
+            outcomes[name] = ("works", last_json_line(completed.stdout))
     return outcomes
 
 

@@ -274,7 +274,9 @@ def test_demo_reports_which_keras_and_same_keras(demo_output):
 
 
 def run_late_setting():
-    return run_python("from tests.mixing_keras_packages_child import main; main()")
+    return run_python(
+        "from tests.mixing_keras_packages_child import main; main()", fresh_import=True
+    )
 
 
 # The child starts when the tests are collected and runs beside them (conftest).
