@@ -7,11 +7,11 @@ model is built, so building's own symbolic call is not counted.
 
 TensorFlow logs "N out of the last M calls ... triggered tf.function retracing" at most
 twice per function (keyed by its Python code) per process, so the warnings of Keras' own
-predict function are observed with TensorFlow's warning state reset to a fresh process's
-(`fresh_retracing_warnings`): other tests may already have used up its two warnings.
+predict function are observed in a child process (`predict_loops_report`): in this one,
+other tests may already have used up its two warnings.
 """
 
-import contextlib
+import json
 import logging
 import re
 
@@ -21,6 +21,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from recipes.predict_in_a_loop import batch_signature, make_predict_fn
+from tests.child_process import finish, last_report, run_python
 
 FEATURES = 3
 HIDDEN = 5
@@ -169,26 +170,6 @@ def test_function_without_signature_retraces_per_size_and_warns_at_the_fifth(obs
 # --- predict: traces and the retracing warning -----------------------------------------------
 
 
-@contextlib.contextmanager
-def fresh_retracing_warnings():
-    """TensorFlow's retracing warnings as in a fresh process, inside the block.
-
-    TensorFlow logs the warning at most twice per function, keyed by its Python code, per
-    process; Keras' predict function has the same code for every model, so other tests may
-    have used both up. TensorFlow reads its detector manager from this module global at
-    every call, so a new one is a new process's state (private, tests only).
-    """
-    from tensorflow.python.eager.polymorphic_function import polymorphic_function
-
-    name = "_frequent_tracing_detector_manager"
-    saved = getattr(polymorphic_function, name)
-    setattr(polymorphic_function, name, polymorphic_function._FrequentTracingDetectorManager())
-    try:
-        yield
-    finally:
-        setattr(polymorphic_function, name, saved)
-
-
 class RetracingLog(logging.Handler):
     """The retracing warnings TensorFlow logs while it is attached."""
 
@@ -211,35 +192,51 @@ def predict_per_call(model, runs, sizes, log):
             {
                 "traces": runs.count - before_runs,
                 "warnings": log.messages[before_messages:],
-                "outputs": outputs,
+                "outputs": outputs.tolist(),
                 "size": size,
             }
         )
     return seen
 
 
-@pytest.fixture(scope="module")
-def predict_loops():
-    """One model over PREDICT_SIZES, a new model per call (NEW_MODELS calls), then one model
-    at a fixed size, in this order, from a fresh retracing-warning state. Computed once for
-    the tests below, which only read it."""
+def predict_loops_report():
+    """In a child process, whose retracing warnings are a fresh process's: one model over
+    PREDICT_SIZES, a new model per call (NEW_MODELS calls), then one model at a fixed size,
+    in this order. Prints the calls and the first model's weights as one JSON report."""
     runs = PythonRuns()
     log = RetracingLog()
-    logger = logging.getLogger("tensorflow")
-    logger.addHandler(log)
-    try:
-        with fresh_retracing_warnings():
-            same = counted_model(runs)
-            new_models = [counted_model(runs) for _ in range(NEW_MODELS)]
-            fixed = counted_model(runs)
-            return {
-                "same_model": predict_per_call(same, runs, PREDICT_SIZES, log),
-                "same_model_weights": same.get_weights(),
-                "new_models": [predict_per_call(model, runs, (4,), log)[0] for model in new_models],
-                "fixed_size": predict_per_call(fixed, runs, PREDICT_FIXED_SIZES, log),
-            }
-    finally:
-        logger.removeHandler(log)
+    logging.getLogger("tensorflow").addHandler(log)
+    same = counted_model(runs)
+    new_models = [counted_model(runs) for _ in range(NEW_MODELS)]
+    fixed = counted_model(runs)
+    report = {
+        "same_model": predict_per_call(same, runs, PREDICT_SIZES, log),
+        "same_model_weights": [weight.tolist() for weight in same.get_weights()],
+        "new_models": [predict_per_call(model, runs, (4,), log)[0] for model in new_models],
+        "fixed_size": predict_per_call(fixed, runs, PREDICT_FIXED_SIZES, log),
+    }
+    print("REPORT " + json.dumps(report))
+
+
+def run_predict_loops():
+    return run_python(f"from {__name__} import predict_loops_report; predict_loops_report()")
+
+
+# The child starts when the tests are collected and runs beside them (conftest).
+START_EARLY = {"predict_loops": run_predict_loops}
+
+
+@pytest.fixture(scope="module")
+def predict_loops():
+    """What `predict_loops_report` saw, arrays as float32 numpy. Computed once for the tests
+    below, which only read it."""
+    report = json.loads(last_report(finish(run_predict_loops)))
+    for call in report["same_model"] + report["new_models"] + report["fixed_size"]:
+        call["outputs"] = np.asarray(call["outputs"], dtype="float32")
+    report["same_model_weights"] = [
+        np.asarray(weight, dtype="float32") for weight in report["same_model_weights"]
+    ]
+    return report
 
 
 def calls_that_traced(calls):
