@@ -37,31 +37,29 @@ def run_python(code, *args, timeout=600, fresh_import=False):
     ended, and stdout and stderr hold everything it printed, TensorFlow's C++ logs and an
     abort's last words included.
     """
-    return start_python(code, *args, fresh_import=fresh_import).finish(timeout)
+    if fresh_import:
+        return subprocess.run(
+            [sys.executable, "-c", code, *map(str, args)],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONHASHSEED="0"),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    return start_python(code, *args).finish(timeout)
 
 
-def start_python(code, *args, environment=None, fresh_import=False):
-    """Starts `python -c code *args` with `environment` added to os.environ; returns a
-    `Child`, whose `finish(timeout)` waits for it."""
-    return Child(code, [str(arg) for arg in args], environment or {}, fresh_import)
+def start_python(code, *args, environment=None):
+    """Forks `python -c code *args` from the server, with `environment` added to os.environ;
+    returns a `Child`, whose `finish(timeout)` waits for it."""
+    return Child(code, [str(arg) for arg in args], environment or {})
 
 
 class Child:
-    """A running child: forked from the server, or with `fresh_import`, a `python -c`."""
+    """A child forked from the server, writing its output to two files."""
 
-    def __init__(self, code, args, environment, fresh_import):
+    def __init__(self, code, args, environment):
         self.command = [sys.executable, "-c", code, *args]
-        if fresh_import:
-            self.popen = subprocess.Popen(
-                self.command,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONHASHSEED": "0", **environment},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            return
-        self.popen = None
         _start_forkserver()
         self.directory = tempfile.TemporaryDirectory(prefix="child_")
         self.outputs = [os.path.join(self.directory.name, name) for name in ("out", "err")]
@@ -73,14 +71,6 @@ class Child:
     def finish(self, timeout):
         """The `subprocess.CompletedProcess`; kills the child and raises
         `subprocess.TimeoutExpired` if it runs longer than `timeout` seconds."""
-        if self.popen is not None:
-            try:
-                stdout, stderr = self.popen.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.communicate()
-                raise
-            return subprocess.CompletedProcess(self.command, self.popen.returncode, stdout, stderr)
         with self.directory:
             self.process.join(timeout)
             if self.process.exitcode is None:

@@ -23,8 +23,7 @@ from tests.child_process import finish, start_python
 # `python tests/distributed_custom_loop_child.py MODE`, run as code so the child can fork from
 # the suite's server (tests/child_process.py) instead of importing TensorFlow again.
 RUN_CHILD = (
-    "import runpy, sys; sys.path.insert(0, 'tests'); "
-    "runpy.run_path('tests/distributed_custom_loop_child.py', run_name='__main__')"
+    "import runpy; runpy.run_path('tests/distributed_custom_loop_child.py', run_name='__main__')"
 )
 # Two replicas add their halves of a batch separately and the all-reduce adds the two sums: a
 # different float32 summation order than one device's, so results differ by rounding. Weights
