@@ -21,7 +21,7 @@ Recipe:
        `tf.function` with an `input_signature` whose batch dimension is None, so one trace
        serves every batch size.
     3. `model.predict_on_batch(x)` also skips the dataset; it traces twice, then reuses its
-       graph for other batch sizes (see Speed: slow on Keras 2.12).
+       graph for other batch sizes (see Speed: slow on Keras 2).
     4. Keep `model.predict(x)` for one call over a large array, and build the model once,
        outside the loop: every new model's `predict` traces again.
 
@@ -64,18 +64,23 @@ Sources: Keras API docs "Model.predict" (keras.io/api/models/model_training_apis
     predict is called repeatedly; calling the model directly is the workaround given there).
 
 Speed: benchmarks/predict_in_a_loop.py, measured 2026-12-07 on a shared 2-core Intel Xeon CPU
-    (no GPU, load average about 4), each stack in one process: Dense(64, relu) + Dense(10) on
-    one numpy batch of 8 x 32, 100 calls per route, 3 interleaved repeats. Time per call as a
-    ratio to `model(x, training=False)`, median (best repeat), and resident memory growth:
-        stack                       model(x)  predict           predict_on_batch  make_predict_fn
-        TF 2.21.0 + Keras 3.15.1    4.8 ms    37x (46x)  11 KiB  0.30x (0.16x)     0.26x (0.13x)
-        TF 2.12.1 + Keras 2.12.0    2.2 ms    57x (72x) 230 KiB  11x (13x)         0.65x (0.66x)
+    (no GPU, load average under 1), each stack in one process, one after another:
+    Dense(64, relu) + Dense(10) on one numpy batch of 8 x 32, 100 calls per route, 3
+    interleaved repeats. Time per call as a ratio to `model(x, training=False)`, median (best
+    repeat), and resident memory growth:
+        stack                         model(x)  predict           predict_on_batch  make_predict_fn
+        TF 2.21.0 + Keras 3.15.1      1.5 ms    34x (33x)  11 KiB  0.36x (0.33x)     0.31x (0.31x)
+        TF 2.16.2 + Keras 3.0.5       1.0 ms    44x (42x)  16 KiB  0.54x (0.54x)     0.47x (0.47x)
+        TF 2.21.0 + tf-keras 2.21.0   0.9 ms    45x (49x)  20 KiB  5.8x (6.3x)       0.65x (0.70x)
+        TF 2.15.1 + Keras 2.15.0      0.6 ms    72x (70x)  25 KiB  7.0x (6.9x)       0.75x (0.72x)
+        TF 2.12.1 + Keras 2.12.0      0.7 ms    48x (52x) 230 KiB  4.9x (5.5x)       0.70x (0.73x)
     (KiB: resident set growth per predict call over its 300 calls; the other routes grew by
     0.1 KiB per call or less; whether the growth levels off after 300 calls was not
-    measured.) A benchmark result, not a tested claim: `predict` cost 120-180 ms a call on
-    this machine, and on Keras 2.12 it grew the process by about 0.2 MiB a call, the growth
-    reported in tensorflow/tensorflow#44711; on Keras 2.12 `predict_on_batch` was slow too,
-    and `make_predict_fn` was the fastest route on both stacks.
+    measured.) A benchmark result, not a tested claim: `predict` cost 35-52 ms a call, 34x
+    to 72x a call of the model; on Keras 2.12 it grew the process by about 0.2 MiB a call,
+    the growth reported in tensorflow/tensorflow#44711; on Keras 2 (2.12, 2.15 and tf-keras
+    2.21) `predict_on_batch` was 5x to 7x slower than calling the model, while on Keras 3 it
+    was faster; `make_predict_fn` was the fastest route on every stack.
 
 See also:
     - compiled_train_step: input_signature and reduce_retracing for a train step
