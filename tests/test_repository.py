@@ -86,7 +86,7 @@ def test_every_readme_index_line_names_a_recipe():
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_has_a_page_and_the_page_links_its_file(name):
     page = ROOT / "docs" / "recipes" / f"{name}.md"
-    assert page.is_file(), "run tox -p, then tox -e matrix"
+    assert page.is_file(), "run tox -p auto, then tox -e matrix"
     assert f"](../../recipes/{name}.py)" in page.read_text()
 
 

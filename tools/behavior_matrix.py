@@ -7,7 +7,7 @@ when a stack is missing, a file names another stack or was written by other code
 checkout's, or a behaviour was not observed on every stack, so the page can only say what
 the tests of this code saw everywhere.
 
-Run: tox -e matrix                      (after the five stacks: tox -p) rewrites the page;
+Run: tox -e matrix                      (after the five stacks: tox -p auto) rewrites the page;
      tox -e matrix -- --check           fails, printing the difference, if the page is stale,
                                         or if a split behaviour has no recorded boundary
                                         (docs/version-boundaries.json, tools/boundaries.py);
@@ -81,7 +81,9 @@ def load_observations(directory, stacks=STACKS, digest=None):
     for stack in stacks:
         path = pathlib.Path(directory, f"{stack}.json")
         if not path.is_file():
-            raise ValueError(f"observations for stack {stack!r} are missing: {path} (run tox -p)")
+            raise ValueError(
+                f"observations for stack {stack!r} are missing: {path} (run tox -p auto)"
+            )
         record = json.loads(path.read_text())
         if record.get("stack") != stack:
             raise ValueError(f"{path} holds observations of stack {record.get('stack')!r}")
@@ -210,7 +212,10 @@ def main(argv=None):
         committed.splitlines(), page.splitlines(), str(output), "observed", lineterm=""
     )
     print("\n".join(diff))
-    print(f"behavior_matrix: {output} is stale; run tox -p, then tox -e matrix", file=sys.stderr)
+    print(
+        f"behavior_matrix: {output} is stale; run tox -p auto, then tox -e matrix",
+        file=sys.stderr,
+    )
     return 1
 
 
