@@ -474,6 +474,19 @@ def pytest_collection_finish(session):
     gc.freeze()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """After each test, its teardown done: collect its garbage, then freeze what outlives it.
+
+    Otherwise the objects that outlive tests pile up, and each automatic full collection walks
+    all of them: 37 of them took 10.9 s of tf221's run, one of them 3.5 s inside a single
+    test. Collected here, each collection walks only what the last test made.
+    """
+    yield
+    gc.collect()
+    gc.freeze()
+
+
 _DEMO_OUTPUT = {}
 
 
