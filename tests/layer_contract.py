@@ -108,16 +108,16 @@ def build_models(layer_class, kwargs, input_shape):
     }
 
 
-def _assert_loaded_copy(loaded, model, layer_class, inputs):
+def _assert_loaded_copy(loaded, model, layer_class, inputs, predicted):
     assert isinstance(loaded.layers[-1], layer_class), type(loaded.layers[-1])
     assert loaded.layers[-1].get_config() == model.layers[-1].get_config()
-    np.testing.assert_array_equal(
-        loaded.predict(inputs, verbose=0), model.predict(inputs, verbose=0)
-    )
+    np.testing.assert_array_equal(loaded.predict(inputs, verbose=0), predicted)
 
 
-def round_trip(model, path, layer_class, inputs, custom_objects):
+def round_trip(model, path, layer_class, inputs, custom_objects, predicted):
     """Saves `model` to `path`; returns (save outcome, outcome of loading with the argument).
+
+    `predicted` is `model.predict(inputs)`, computed once: each loaded copy must match it.
 
     Loading inside `keras.utils.custom_object_scope` is asserted to work wherever saving did.
     """
@@ -128,17 +128,18 @@ def round_trip(model, path, layer_class, inputs, custom_objects):
     if saved != "works":
         return saved, None
     with keras.utils.custom_object_scope(custom_objects):
-        _assert_loaded_copy(keras.models.load_model(path), model, layer_class, inputs)
+        _assert_loaded_copy(keras.models.load_model(path), model, layer_class, inputs, predicted)
 
     def load_with_argument():
         loaded = keras.models.load_model(path, custom_objects=custom_objects)
-        _assert_loaded_copy(loaded, model, layer_class, inputs)
+        _assert_loaded_copy(loaded, model, layer_class, inputs, predicted)
 
     return saved, outcome_of(load_with_argument, fragments=["Unknown layer"])
 
 
-def check_saving(models, layer_class, inputs, tmp_path, version_split):
-    """Every model kind, saved as `.keras` and legacy `.h5`, loads back by both routes."""
+def check_saving(models, predictions, layer_class, inputs, tmp_path, version_split):
+    """Every model kind, saved as `.keras` and legacy `.h5`, loads back by both routes to
+    `predictions[kind]`, the kind's own predictions before saving."""
     custom_objects = {layer_class.__name__: layer_class, "SingleLayerModel": SingleLayerModel}
     outcomes = {
         (kind, extension): round_trip(
@@ -147,6 +148,7 @@ def check_saving(models, layer_class, inputs, tmp_path, version_split):
             layer_class,
             inputs,
             custom_objects,
+            predictions[kind],
         )
         for kind, model in models.items()
         for extension in ("keras", "h5")
@@ -203,8 +205,8 @@ def check_layer_contract(layer_class, kwargs, inputs, expected, tmp_path, versio
     assert layer_class.from_config(config).get_config() == config
 
     models = build_models(layer_class, kwargs, inputs.shape[1:])
-    for model in models.values():
-        predicted = model.predict(inputs, verbose=0)
+    predictions = {kind: model.predict(inputs, verbose=0) for kind, model in models.items()}
+    for predicted in predictions.values():
         np.testing.assert_allclose(predicted, expected, atol=atol, rtol=0)
-    check_saving(models, layer_class, inputs, tmp_path, version_split)
+    check_saving(models, predictions, layer_class, inputs, tmp_path, version_split)
     return models["functional"]
