@@ -23,10 +23,20 @@ def nested_source(seed=1):
     return keras.Sequential([keras.Input((3,)), trunk, dense(2, seed + 2, "head")])
 
 
-def trained(model):
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    model.fit(INPUTS, np.ones((4, 2)), epochs=2, batch_size=4, verbose=0)
-    return model
+_TRAINED = []
+
+
+def trained_source():
+    """nested_source(), compiled and fitted for two epochs: its weights are not the initial ones.
+
+    Trained once: the tests that use it only read it (copy out of it, clone it, call it).
+    """
+    if not _TRAINED:
+        model = nested_source()
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        model.fit(INPUTS, np.ones((4, 2)), epochs=2, batch_size=4, verbose=0)
+        _TRAINED.append(model)
+    return _TRAINED[0]
 
 
 def arrays(model_or_layer):
@@ -115,7 +125,7 @@ def test_set_weights_refuses_a_shape_mismatch_and_an_unbuilt_layer(observe):
 
 
 def test_a_layer_inside_a_nested_sequential_is_model_layers_0_layers_0(observe):
-    model1 = trained(nested_source())
+    model1 = trained_source()
     inner = model1.layers[0].layers[0]
     assert inner.name == "conv_a" and inner is model1.get_layer("trunk").get_layer("conv_a")
     # model.layers stops at the block; the nested layer is not listed there.
@@ -131,7 +141,7 @@ def test_a_layer_inside_a_nested_sequential_is_model_layers_0_layers_0(observe):
 
 def test_clone_model_gives_fresh_initial_weights_not_the_trained_ones(observe):
     initial = arrays(nested_source())
-    model = trained(nested_source())
+    model = trained_source()
     assert none_equal(arrays(model), initial)
     clone = keras.models.clone_model(model)
     # Seeded initializers run again: the clone holds the original's *initial* weights.
@@ -199,7 +209,7 @@ def test_clone_of_a_compiled_model(version_split):
 
 
 def test_copy_by_name_out_of_a_nested_sequential_into_a_flat_functional_model(observe):
-    source = trained(nested_source())
+    source = trained_source()
     inputs = keras.Input((3,))
     features = dense(5, 12, "conv_b")(dense(5, 11, "conv_a", activation="relu")(inputs))
     target = keras.Model(inputs, dense(7, 13, "new_head")(features))
@@ -218,7 +228,7 @@ def test_copy_by_name_out_of_a_nested_sequential_into_a_flat_functional_model(ob
 
 @pytest.mark.parametrize("target_class", [FlatSubclassed, DeepSubclassed])
 def test_copy_by_name_into_subclassed_models_of_other_structures(target_class):
-    source = trained(nested_source())
+    source = trained_source()
     target = target_class()
     target(INPUTS)
     report = copy_weights_by_name(source, target)
@@ -236,7 +246,7 @@ def test_copy_by_name_into_subclassed_models_of_other_structures(target_class):
 
 
 def test_a_shape_mismatch_raises_naming_the_layer_and_both_shapes_before_copying(observe):
-    source = trained(nested_source())
+    source = trained_source()
     target = keras.Sequential(
         [keras.Input((3,)), dense(5, 11, "conv_a", activation="relu"), dense(6, 12, "conv_b")]
     )
@@ -284,7 +294,7 @@ def test_bad_input_raises_value_error_naming_argument_and_value(arguments, match
 
 
 def test_a_single_layer_can_be_source_or_target():
-    model = trained(nested_source())
+    model = trained_source()
     lone = dense(5, 41, "conv_b")
     lone.build((None, 5))
     assert copy_weights_by_name(model, lone) == CopyReport(["conv_b"], [], [])
