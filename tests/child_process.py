@@ -124,7 +124,11 @@ def last_report(completed):
 # Slow children that tests wait for start while the other tests run (conftest's
 # pytest_collection_finish calls `start_early` for each selected test's START_EARLY fixtures),
 # one at a time on one thread, so a stack adds at most one child beside its test process.
-_EARLY_THREAD = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+# Its thread's name lets conftest tell its warnings from a test's.
+EARLY_THREAD_NAME = "start_early"
+_EARLY_THREAD = concurrent.futures.ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix=EARLY_THREAD_NAME
+)
 _STARTED_EARLY = {}
 
 

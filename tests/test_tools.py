@@ -446,6 +446,22 @@ def test_every_warning_raised_in_a_test_is_kept(request):
     ]
 
 
+def test_a_warning_from_the_start_early_thread_is_not_kept_for_the_running_test(request):
+    import warnings
+
+    from tests import child_process
+
+    def keras_warns(text):
+        warnings.warn_explicit(text, UserWarning, "keras/x.py", 1)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        child_process._EARLY_THREAD.submit(keras_warns, "from the start_early thread").result()
+        keras_warns("from the test's thread")
+    assert len(caught) == 2  # both reached the test's warnings; one is the test's message
+    assert [item["message"] for item in this_tests_messages(request)] == ["from the test's thread"]
+
+
 # --- tools/pages.py: the recipe pages and the error index ------------------------------------
 
 
